@@ -1,0 +1,294 @@
+package dane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// MXSet is the outcome of MX resolution for a next-hop domain
+// (RFC 7672 §2.2.1).
+type MXSet struct {
+	// Domain is the original next-hop domain, fully qualified, lower case.
+	Domain string
+	// Expanded is Domain with any CNAME at the MX lookup expanded.
+	Expanded string
+	// Secure is true when the MX RRset, and every CNAME leading to it, or
+	// the denial that MX records exist, was DNSSEC-validated.
+	Secure bool
+	// Hosts are the MX host names sorted by preference (best first). When
+	// the domain has no MX records, Implicit is set and Hosts holds just
+	// the domain itself (RFC 5321 §5.1, RFC 7672 §2.2.2).
+	Hosts    []MXHost
+	Implicit bool
+	// NullMX is set for a "0 ." MX record (RFC 7505): no mail accepted.
+	NullMX bool
+	// TTL is how long this result stays valid.
+	TTL time.Duration
+}
+
+// MXHost is one MX record.
+type MXHost struct {
+	Host string // fully qualified, lower case
+	Pref uint16
+}
+
+// Discoverer finds the TLSA records that apply to SMTP servers, following
+// RFC 7672 §2.2.
+type Discoverer struct {
+	Q Querier
+	// Port is the SMTP port, used in the "_<port>._tcp" TLSA prefix
+	// (RFC 7672 §2.2.3). Default 25.
+	Port int
+}
+
+// LookupMX resolves the MX RRset of domain and its DNSSEC status.
+// A lookup error means delivery to the domain must be delayed
+// (RFC 7672 §2.1.2).
+func (d *Discoverer) LookupMX(ctx context.Context, domain string) (*MXSet, error) {
+	ans, err := d.Q.Query(ctx, domain, dns.TypeMX)
+	if err != nil {
+		return nil, err
+	}
+	set := &MXSet{Domain: ans.Name, Expanded: ans.Target, Secure: ans.Secure, TTL: ans.TTL}
+	if ans.Rcode == dns.RcodeNameError {
+		// No such domain. The caller (the MTA) bounces that; we only
+		// report it with its security status.
+		return set, nil
+	}
+	for _, rr := range ans.Records {
+		mx, ok := rr.(*dns.MX)
+		if !ok {
+			continue
+		}
+		host := strings.ToLower(mx.Mx)
+		if host == "." {
+			set.NullMX = true
+			continue
+		}
+		set.Hosts = append(set.Hosts, MXHost{Host: host, Pref: mx.Preference})
+	}
+	// RFC 7672 §2.2.1: MX records are used in preference order.
+	sort.SliceStable(set.Hosts, func(i, j int) bool { return set.Hosts[i].Pref < set.Hosts[j].Pref })
+	if len(set.Hosts) == 0 && !set.NullMX {
+		set.Implicit = true
+		set.Hosts = []MXHost{{Host: set.Expanded}}
+	}
+	return set, nil
+}
+
+// TLSAStatus says what the TLSA search for one SMTP server found.
+type TLSAStatus int
+
+const (
+	// NoTLSA: no secure TLSA RRset exists for the server (none published,
+	// insecure zone, or insecure address records). DANE does not apply;
+	// pre-DANE opportunistic TLS is used (RFC 7672 §2.2).
+	NoTLSA TLSAStatus = iota
+	// HasTLSA: a secure, non-empty TLSA RRset was found. Whether any of
+	// its records are usable is decided by Classify.
+	HasTLSA
+)
+
+func (s TLSAStatus) String() string {
+	if s == HasTLSA {
+		return "tlsa"
+	}
+	return "no-tlsa"
+}
+
+// Host is the DANE view of one SMTP server.
+type Host struct {
+	// Name is the server name as it came from the MX record (or the
+	// next-hop domain for an implicit MX).
+	Name string
+	// Expanded is Name with its CNAME chain expanded (equal to Name when
+	// there is none).
+	Expanded string
+	// AddrSecure says whether the address records, through the whole CNAME
+	// chain, were validated.
+	AddrSecure bool
+	// Status tells whether a secure TLSA RRset was found.
+	Status TLSAStatus
+	// BaseDomain is the TLSA base domain (RFC 7672 §2.2.3): the candidate
+	// at which the secure TLSA RRset was found. Empty with NoTLSA.
+	BaseDomain string
+	// TLSA is the secure TLSA RRset, TLSAOwner the name it was looked up at
+	// ("_25._tcp." + BaseDomain).
+	TLSA      []*dns.TLSA
+	TLSAOwner string
+	// NoTLSAReason explains NoTLSA for logs: "insecure-mx-host",
+	// "insecure-tlsa", "no-tlsa-records".
+	NoTLSAReason string
+	// TTL is the smallest TTL of everything this result was derived from.
+	TTL time.Duration
+}
+
+// ErrNoAddress is returned when a server name has no address records: the
+// server is unreachable (RFC 7672 §2.2.2).
+var ErrNoAddress = errors.New("dane: the server name has no address records")
+
+// LookupHost finds the TLSA records of the SMTP server host following
+// RFC 7672 §2.2.2 and §2.2.3. A returned error means the server must be
+// treated as unreachable (RFC 7672 §2.1.2); it is a *LookupError or
+// ErrNoAddress.
+func (d *Discoverer) LookupHost(ctx context.Context, host string) (*Host, error) {
+	host = strings.ToLower(dns.Fqdn(host))
+	h := &Host{Name: host, Expanded: host}
+	ttl := newMinTTL()
+
+	// RFC 7672 §2.2.2: address records first, both to learn whether the
+	// server is reachable and to learn the security of the CNAME chain.
+	addr, err := d.Q.Query(ctx, host, dns.TypeA)
+	if err != nil {
+		return nil, err
+	}
+	ttl.add(addr.TTL)
+	if !addr.Exists() {
+		addr6, err := d.Q.Query(ctx, host, dns.TypeAAAA)
+		if err != nil {
+			return nil, err
+		}
+		ttl.add(addr6.TTL)
+		if !addr6.Exists() {
+			return nil, ErrNoAddress
+		}
+		addr = addr6
+	}
+	h.Expanded = addr.Target
+	h.AddrSecure = addr.Secure
+
+	var candidates []string
+	switch {
+	case addr.Secure && len(addr.CNAMEs) == 0:
+		// Non-CNAME, secure.
+		candidates = []string{host}
+	case addr.Secure:
+		// Secure CNAME: expanded name first, then the original.
+		candidates = []string{addr.Target, host}
+	case len(addr.CNAMEs) != 0:
+		// Insecure CNAME: the original name remains a candidate only if
+		// the initial CNAME itself is secure; that needs its own query
+		// (RFC 7672 §2.1.3).
+		cn, err := d.Q.Query(ctx, host, dns.TypeCNAME)
+		if err != nil {
+			return nil, err
+		}
+		ttl.add(cn.TTL)
+		if cn.Secure && cn.Exists() {
+			candidates = []string{host}
+		}
+	}
+	if len(candidates) == 0 {
+		h.NoTLSAReason = "insecure-mx-host"
+		h.TTL = ttl.get()
+		return h, nil
+	}
+
+	h.NoTLSAReason = "no-tlsa-records"
+	for _, base := range candidates {
+		owner := "_" + strconv.Itoa(d.port()) + "._tcp." + base
+		ans, err := d.Q.Query(ctx, owner, dns.TypeTLSA)
+		if err != nil {
+			// RFC 7672 §2.1.2: a failed TLSA lookup makes the server
+			// unreachable, whichever candidate it was for.
+			return nil, err
+		}
+		ttl.add(ans.TTL)
+		if !ans.Secure {
+			h.NoTLSAReason = "insecure-tlsa"
+			continue
+		}
+		if !ans.Exists() {
+			continue
+		}
+		h.Status = HasTLSA
+		h.BaseDomain = base
+		h.TLSAOwner = owner
+		for _, rr := range ans.Records {
+			if t, ok := rr.(*dns.TLSA); ok {
+				h.TLSA = append(h.TLSA, t)
+			}
+		}
+		h.NoTLSAReason = ""
+		break
+	}
+	h.TTL = ttl.get()
+	return h, nil
+}
+
+func (d *Discoverer) port() int {
+	if d.Port == 0 {
+		return 25
+	}
+	return d.Port
+}
+
+// ReferenceNames returns the names a DANE-TA(2) certificate must match
+// (RFC 7672 §3.2.2): the TLSA base domain first; then, when the server was
+// found through a secure MX RRset (or is the domain's implicit MX), the
+// original next-hop domain and its CNAME-expanded form. With an insecure MX
+// RRset the MX host name is the only reference identifier.
+func ReferenceNames(mx *MXSet, h *Host) []string {
+	var names []string
+	add := func(n string) {
+		n = strings.TrimSuffix(strings.ToLower(n), ".")
+		if n == "" {
+			return
+		}
+		for _, have := range names {
+			if have == n {
+				return
+			}
+		}
+		names = append(names, n)
+	}
+	if h.BaseDomain != "" {
+		add(h.BaseDomain)
+	} else {
+		add(h.Name)
+	}
+	if mx != nil && mx.Secure {
+		add(mx.Domain)
+		add(mx.Expanded)
+	}
+	return names
+}
+
+type minTTL struct {
+	v   time.Duration
+	set bool
+}
+
+func newMinTTL() *minTTL { return &minTTL{} }
+
+func (m *minTTL) add(d time.Duration) {
+	if !m.set || d < m.v {
+		m.v, m.set = d, true
+	}
+}
+
+func (m *minTTL) get() time.Duration { return m.v }
+
+// String renders a Host for debug logs.
+func (h *Host) String() string {
+	return fmt.Sprintf("%s (expanded %s, addr_secure=%v, %s, base=%s, %d TLSA)", h.Name, h.Expanded, h.AddrSecure, h.Status, h.BaseDomain, len(h.TLSA))
+}
+
+// Has reports whether host is one of the MX hosts of the set (case and
+// trailing dot ignored).
+func (s *MXSet) Has(host string) bool {
+	host = strings.ToLower(dns.Fqdn(host))
+	for _, h := range s.Hosts {
+		if h.Host == host {
+			return true
+		}
+	}
+	return false
+}

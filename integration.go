@@ -1,0 +1,114 @@
+package daneguard
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	_ "unsafe" // for go:linkname
+
+	// The maddy root package links every built-in module, target.remote
+	// among them. Importing it makes their init functions, which register
+	// maddy's own mx_auth.dane, run before ours.
+	_ "github.com/foxcpp/maddy"
+	"github.com/foxcpp/maddy/framework/config"
+	"github.com/foxcpp/maddy/framework/module"
+)
+
+// maddy v0.8.2's mx_auth block (internal/target/remote/policy_group.go)
+// creates every child block as module "mx_auth.<name>" but then keeps only
+// the blocks named mtasts, sts_preload, dane, dnssec and local_policy. A
+// policy registered under any other name is configured and never called,
+// and module.Register panics on a name already taken. The only way in is to
+// take over one of those names, and "dane" is the one this policy
+// supersedes. The registry map is unexported, hence go:linkname.
+// docs/integration.md explains the choice and its alternatives.
+
+//go:linkname maddyModules github.com/foxcpp/maddy/framework/module.modules
+var maddyModules map[string]module.FuncNewModule
+
+//go:linkname maddyModulesLock github.com/foxcpp/maddy/framework/module.modulesLock
+var maddyModulesLock sync.RWMutex
+
+// probing is set while the self-check builds a throw-away mx_auth group.
+var probing atomic.Bool
+
+var (
+	selfCheckOnce sync.Once
+	selfCheckErr  error
+)
+
+func init() {
+	maddyModulesLock.Lock()
+	maddyModules[ModuleName] = New
+	maddyModulesLock.Unlock()
+}
+
+// CheckIntegration verifies, with the maddy linked into this binary, that a
+// `mx_auth { dane { } }` block makes target.remote run this package's policy.
+// It builds a real mx_auth group through maddy's registry and config code
+// and inspects the policies the group keeps. A non-nil error means this
+// policy would silently not run; the module refuses to start then.
+func CheckIntegration() error {
+	selfCheckOnce.Do(func() { selfCheckErr = checkIntegration() })
+	return selfCheckErr
+}
+
+func integrationError() error {
+	if err := CheckIntegration(); err != nil {
+		return fmt.Errorf("%s: this maddy build would not run the daneguard policy: %w (see docs/integration.md)", ModuleName, err)
+	}
+	return nil
+}
+
+func checkIntegration() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("self-check panicked: %v", r)
+		}
+	}()
+	if f := module.Get(ModuleName); f == nil {
+		return errors.New("maddy's module registry has no " + ModuleName)
+	} else if reflect.ValueOf(f).Pointer() != reflect.ValueOf(New).Pointer() {
+		return errors.New("maddy's module registry maps " + ModuleName + " to another implementation")
+	}
+	newGroup := module.Get("mx_auth")
+	if newGroup == nil {
+		return errors.New("maddy has no mx_auth module")
+	}
+	probing.Store(true)
+	defer probing.Store(false)
+	grp, err := newGroup("mx_auth", "", nil, nil)
+	if err != nil {
+		return fmt.Errorf("creating an mx_auth group: %w", err)
+	}
+	block := config.Node{
+		Name: "mx_auth",
+		File: "<daneguard self-check>",
+		Children: []config.Node{
+			{Name: "dane", File: "<daneguard self-check>", Line: 1, Children: []config.Node{}},
+		},
+	}
+	if err := grp.Init(config.NewMap(map[string]interface{}{}, block)); err != nil {
+		return fmt.Errorf("initializing an mx_auth group with a dane block: %w", err)
+	}
+	// PolicyGroup.L is the ordered list target.remote runs.
+	v := reflect.ValueOf(grp)
+	for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return fmt.Errorf("mx_auth group is a %s, not a struct", v.Kind())
+	}
+	l := v.FieldByName("L")
+	if !l.IsValid() || l.Kind() != reflect.Slice {
+		return errors.New("mx_auth group has no policy list L; maddy's internals changed")
+	}
+	for i := 0; i < l.Len(); i++ {
+		if pol, ok := l.Index(i).Interface().(*Policy); ok && pol.probe {
+			return nil
+		}
+	}
+	return fmt.Errorf("mx_auth group keeps %d policies for a dane block, none of them this module", l.Len())
+}
