@@ -93,7 +93,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 		servers      []string
 		timeout      time.Duration
 		trustRemote  bool
-		defaultLevel string
+		defaultLevel engine.Level
 		maxEntries   int
 		maxTTL       time.Duration
 		failMin      time.Duration
@@ -105,34 +105,43 @@ func (p *Policy) Init(cfg *config.Map) error {
 	cfg.StringList("resolver", false, false, nil, &servers)
 	cfg.Duration("resolver_timeout", false, false, 5*time.Second, &timeout)
 	cfg.Bool("trust_remote_resolver", false, false, &trustRemote)
-	cfg.String("default_level", false, false, string(engine.LevelDANE), &defaultLevel)
+	cfg.Custom("default_level", false, false, func() (interface{}, error) {
+		return engine.LevelDANE, nil
+	}, func(_ *config.Map, n config.Node) (interface{}, error) {
+		if len(n.Args) != 1 {
+			return nil, config.NodeErr(n, "usage: default_level LEVEL")
+		}
+		lvl, err := engine.ParseLevel(n.Args[0])
+		if err != nil {
+			return nil, config.NodeErr(n, "%v", err)
+		}
+		if lvl == engine.LevelFingerprint {
+			return nil, config.NodeErr(n, "fingerprint needs per-domain pins; use it in policy entries only")
+		}
+		return lvl, nil
+	}, &defaultLevel)
 	cfg.Callback("policy", func(_ *config.Map, n config.Node) error {
 		return p.addInlinePolicy(n)
 	})
 	modconfig.Table(cfg, "policy_table", false, false, nil, &p.table)
 	cfg.Int("cache_max_entries", false, false, 100000, &maxEntries)
 	cfg.Duration("cache_max_ttl", false, false, time.Hour, &maxTTL)
-	cfg.Duration("cache_failure_min", false, false, time.Second, &failMin)
-	cfg.Duration("cache_failure_max", false, false, 5*time.Minute, &failMax)
+	// RFC 9520 §3.2: failures are cached for at least 1 s, at most 5 min.
+	boundedDuration(cfg, "cache_failure_min", time.Second, time.Second, 5*time.Minute, &failMin)
+	boundedDuration(cfg, "cache_failure_max", 5*time.Minute, time.Second, 5*time.Minute, &failMax)
 	cfg.String("roots", false, false, "", &rootsPath)
 	if _, err := cfg.Process(); err != nil {
 		return err
 	}
 
-	lvl, err := engine.ParseLevel(defaultLevel)
-	if err != nil {
-		return fmt.Errorf("%s: default_level: %w", ModuleName, err)
-	}
-	if lvl == engine.LevelFingerprint {
-		return fmt.Errorf("%s: default_level: fingerprint needs per-domain pins; use it in policy entries only", ModuleName)
-	}
+	lvl := defaultLevel
 	if maxEntries < 1 {
 		return fmt.Errorf("%s: cache_max_entries must be at least 1", ModuleName)
 	}
-	if failMin < time.Second || failMax > 5*time.Minute || failMin > failMax {
-		// RFC 9520 §3.2: failures are cached for at least 1 s, at most 5 min.
-		return fmt.Errorf("%s: cache_failure_min/max must satisfy 1s <= min <= max <= 5m", ModuleName)
+	if failMin > failMax {
+		return fmt.Errorf("%s: cache_failure_min (%v) is larger than cache_failure_max (%v)", ModuleName, failMin, failMax)
 	}
+	var err error
 
 	p.resolver, err = dane.NewResolver(dane.ResolverConfig{Servers: servers, Timeout: timeout, TrustRemote: trustRemote})
 	if err != nil {
@@ -349,7 +358,11 @@ func smtpError(v *engine.Verdict) error {
 		EnhancedCode: exterrors.EnhancedCode(v.EnhancedCode),
 		Message:      v.Message,
 		TargetName:   "remote",
-		Reason:       string(v.Reason) + ": " + v.Message,
+		// maddy v0.8.2 wraps the last MX error into "No usable MXs, last
+		// err: <this text>" and replaces its enhanced code with 5.4.0 (while
+		// keeping 451), so the text carries our enhanced code for the
+		// sender. See docs/verdicts.md.
+		Reason: fmt.Sprintf("%d.%d.%d %s: %s", v.EnhancedCode[0], v.EnhancedCode[1], v.EnhancedCode[2], v.Reason, v.Message),
 		Misc: map[string]interface{}{
 			"domain":  v.Domain,
 			"mx":      v.MX,
@@ -394,4 +407,24 @@ func (p *Policy) logVerdict(msgID string, v *engine.Verdict, stage string) {
 		fields = append(fields, "smtp_code", v.Code, "smtp_enchcode", fmt.Sprintf("%d.%d.%d", v.EnhancedCode[0], v.EnhancedCode[1], v.EnhancedCode[2]))
 	}
 	p.log.Msg("verdict", fields...)
+}
+
+// boundedDuration declares a duration directive whose value must lie in
+// [lo, hi]; a value outside is an error naming the file and line.
+func boundedDuration(cfg *config.Map, name string, def, lo, hi time.Duration, store *time.Duration) {
+	cfg.Custom(name, false, false, func() (interface{}, error) {
+		return def, nil
+	}, func(_ *config.Map, n config.Node) (interface{}, error) {
+		if len(n.Args) != 1 {
+			return nil, config.NodeErr(n, "usage: %s DURATION", name)
+		}
+		d, err := time.ParseDuration(n.Args[0])
+		if err != nil {
+			return nil, config.NodeErr(n, "%s: %v", name, err)
+		}
+		if d < lo || d > hi {
+			return nil, config.NodeErr(n, "%s must be between %v and %v", name, lo, hi)
+		}
+		return d, nil
+	}, store)
 }

@@ -136,7 +136,7 @@ target.remote remote {
 %s
 smtp tcp://%s {
     hostname %s
-    io_debug no
+    tls off
     deliver_to %s
 }
 `, stateDir, stateDir, o.Hostname, debug, o.Extra, o.Hostname, o.RemoteExtra, o.MXAuth, queue, o.SubmitAddr, o.Hostname, target)
