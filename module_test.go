@@ -99,12 +99,18 @@ func newWorld(t *testing.T) *world {
 // server starts an SMTP server for host on the next free loopback address
 // and returns that address.
 func (w *world) server(host string, cert *pki.Leaf) (string, *smtpbed.Server) {
+	if cert == nil {
+		return w.serverTLS(host, nil)
+	}
+	return w.serverTLS(host, &tls.Config{Certificates: []tls.Certificate{cert.TLSCertificate()}})
+}
+
+// serverTLS is server with a TLS configuration of the caller's (nil: no
+// STARTTLS).
+func (w *world) serverTLS(host string, cfg *tls.Config) (string, *smtpbed.Server) {
 	w.ip++
 	ip := fmt.Sprintf("127.0.0.%d", w.ip)
-	o := smtpbed.Options{Addr: ip + ":25", Hostname: host}
-	if cert != nil {
-		o.TLS = &tls.Config{Certificates: []tls.Certificate{cert.TLSCertificate()}}
-	}
+	o := smtpbed.Options{Addr: ip + ":25", Hostname: host, TLS: cfg}
 	s := smtpbed.Start(w.t, o)
 	w.srvs[host] = s
 	return ip, s
@@ -230,4 +236,270 @@ func TestEndToEndFoundation(t *testing.T) {
 	if res.Code != 451 || !strings.Contains(res.Text, "4.7.5 tlsa-mismatch") || !strings.Contains(res.Text, "DANE") {
 		t.Fatalf("client reply %d %s %q does not explain the DANE failure", res.Code, res.Enh, res.Text)
 	}
+}
+
+// TestEndToEndDANE runs the RFC 7672 scenarios through the real maddy
+// pipeline: one signed DNS tree, one maddy, one destination domain per
+// scenario.
+func TestEndToEndDANE(t *testing.T) {
+	w := newWorld(t)
+	ca := w.ca
+	inter := ca.Intermediate(t, "daneguard test intermediate")
+	zone := func(name string, opts ...dnsbed.ZoneOption) *dnsbed.Zone {
+		return w.dns.Zone(t, name+".", append([]dnsbed.ZoneOption{dnsbed.TTL(300)}, opts...)...)
+	}
+	tlsa := func(host string, u, s, m uint8, c *pki.Leaf) string {
+		return pki.TLSA(t, "_25._tcp."+host+".", u, s, m, c.Cert)
+	}
+	caTLSA := func(host string, u, s, m uint8, c *pki.CA) string {
+		return pki.TLSA(t, "_25._tcp."+host+".", u, s, m, c.Cert)
+	}
+	past := time.Now().Add(-48 * time.Hour)
+
+	// DANE-EE(3) SPKI(1) SHA2-256(1) on a self-signed certificate.
+	eeLeaf := selfSigned(t, "mx.ee.example")
+	ipEE, sEE := w.server("mx.ee.example", eeLeaf)
+	zone("ee.example").Add(t, "@ MX 10 mx", "mx A "+ipEE, tlsa("mx.ee.example", 3, 1, 1, eeLeaf))
+
+	// DANE-EE Cert(0) SHA2-512(2), the name in the certificate is irrelevant.
+	ee2Leaf := selfSigned(t, "unrelated.invalid")
+	ipEE2, sEE2 := w.server("mx.ee2.example", ee2Leaf)
+	zone("ee2.example").Add(t, "@ MX 10 mx", "mx A "+ipEE2, tlsa("mx.ee2.example", 3, 0, 2, ee2Leaf))
+
+	// DANE-TA(2) Cert(0) SHA2-256(1) on the root; the server sends leaf,
+	// intermediate and root (a digest names an anchor the server must
+	// present, RFC 7671 §5.2.2); the name matches the MX host.
+	withRoot := func(l *pki.Leaf) *tls.Config {
+		return &tls.Config{Certificates: []tls.Certificate{l.TLSCertificateWithRoot()}}
+	}
+	taLeaf := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.ta.example"}})
+	ipTA, sTA := w.serverTLS("mx.ta.example", withRoot(taLeaf))
+	zone("ta.example").Add(t, "@ MX 10 mx", "mx A "+ipTA, caTLSA("mx.ta.example", 2, 0, 1, ca))
+
+	// DANE-TA: a certificate for the next-hop domain only is accepted
+	// (RFC 7672 §3.2.2, secure MX: the domain is a reference identifier).
+	taDomLeaf := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"tadom.example"}})
+	ipTADom, sTADom := w.serverTLS("mx.tadom.example", withRoot(taDomLeaf))
+	zone("tadom.example").Add(t, "@ MX 10 mx", "mx A "+ipTADom, caTLSA("mx.tadom.example", 2, 0, 1, ca))
+
+	// DANE-TA(2) Cert(0) Full(0): the anchor is in DNS, the server does not
+	// send it.
+	taFull := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.tafull.example"}})
+	ipTAF, sTAF := w.server("mx.tafull.example", taFull)
+	zone("tafull.example").Add(t, "@ MX 10 mx", "mx A "+ipTAF, caTLSA("mx.tafull.example", 2, 0, 0, ca))
+
+	// DANE-TA with a certificate for another name: defer.
+	taWrong := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"wrong.example"}})
+	ipTAW, sTAW := w.serverTLS("mx.taname.example", withRoot(taWrong))
+	zone("taname.example").Add(t, "@ MX 10 mx", "mx A "+ipTAW, caTLSA("mx.taname.example", 2, 0, 1, ca))
+
+	// DANE-TA with an expired leaf: defer.
+	taExp := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.taexp.example"}, NotBefore: past.Add(-24 * time.Hour), NotAfter: past})
+	ipTAE, sTAE := w.serverTLS("mx.taexp.example", withRoot(taExp))
+	zone("taexp.example").Add(t, "@ MX 10 mx", "mx A "+ipTAE, caTLSA("mx.taexp.example", 2, 0, 1, ca))
+
+	// TLSA present, server without STARTTLS: never plaintext.
+	ipNoTLS, sNoTLS := w.server("mx.notls.example", nil)
+	zone("notls.example").Add(t, "@ MX 10 mx", "mx A "+ipNoTLS, tlsa("mx.notls.example", 3, 1, 1, eeLeaf))
+
+	// Only unusable records (PKIX-TA, a malformed digest): TLS required,
+	// no authentication.
+	unLeaf := selfSigned(t, "mx.unusable.example")
+	ipUn, sUn := w.server("mx.unusable.example", unLeaf)
+	zone("unusable.example").Add(t, "@ MX 10 mx", "mx A "+ipUn,
+		tlsa("mx.unusable.example", 0, 0, 1, unLeaf),
+		pki.TLSARaw(t, "_25._tcp.mx.unusable.example.", 3, 1, 1, []byte{1, 2, 3}))
+
+	// Mixed set: unusable, malformed and one good record: authenticated.
+	mixLeaf := selfSigned(t, "mx.mixed.example")
+	ipMix, sMix := w.server("mx.mixed.example", mixLeaf)
+	zone("mixed.example").Add(t, "@ MX 10 mx", "mx A "+ipMix,
+		tlsa("mx.mixed.example", 1, 1, 1, mixLeaf),
+		pki.TLSARaw(t, "_25._tcp.mx.mixed.example.", 3, 1, 2, []byte{9, 9}),
+		pki.TLSARaw(t, "_25._tcp.mx.mixed.example.", 3, 1, 1, make([]byte, 32)),
+		tlsa("mx.mixed.example", 3, 1, 1, mixLeaf))
+
+	// Two MX hosts: the better one fails DANE, the second passes.
+	twoBad := selfSigned(t, "mx1.two.example")
+	twoGood := selfSigned(t, "mx2.two.example")
+	ipTwo1, sTwo1 := w.server("mx1.two.example", twoBad)
+	ipTwo2, sTwo2 := w.server("mx2.two.example", twoGood)
+	zone("two.example").Add(t, "@ MX 10 mx1", "@ MX 20 mx2", "mx1 A "+ipTwo1, "mx2 A "+ipTwo2,
+		tlsa("mx1.two.example", 3, 1, 1, twoGood), // pins the other server's key
+		tlsa("mx2.two.example", 3, 1, 1, twoGood))
+
+	// CNAME'd MX host: mx.cname.example -> host.target.example, both signed;
+	// TLSA at the expanded name is the base domain (RFC 7672 §2.2.3).
+	cnLeaf := selfSigned(t, "host.target.example")
+	ipCN, sCN := w.server("host.target.example", cnLeaf)
+	zone("target.example").Add(t, "host A "+ipCN, tlsa("host.target.example", 3, 1, 1, cnLeaf))
+	zone("cname.example").Add(t, "@ MX 10 mx", "mx CNAME host.target.example.")
+
+	// CNAME'd MX host into an unsigned zone, TLSA at the original name
+	// (initial CNAME secure): the original name is the base domain.
+	cn2Leaf := selfSigned(t, "host.unsigned.example")
+	ipCN2, sCN2 := w.server("host.unsigned.example", cn2Leaf)
+	zone("unsigned.example", dnsbed.Unsigned()).Add(t, "host A "+ipCN2)
+	zone("cname2.example").Add(t, "@ MX 10 mx", "mx CNAME host.unsigned.example.", tlsa("mx.cname2.example", 3, 1, 1, cn2Leaf))
+
+	// Bogus TLSA: the TLSA name is an alias into a zone whose signatures
+	// are broken; unbound answers SERVFAIL: defer with a DNS error.
+	bgLeaf := selfSigned(t, "mx.bogustlsa.example")
+	ipBG, sBG := w.server("mx.bogustlsa.example", bgLeaf)
+	zone("broken.example", dnsbed.BadSignatures()).Add(t, tlsa("x.broken.example", 3, 1, 1, bgLeaf))
+	zone("bogustlsa.example").Add(t, "@ MX 10 mx", "mx A "+ipBG, "_25._tcp.mx CNAME _25._tcp.x.broken.example.")
+
+	// Unsigned destination: DANE does not apply, plaintext is fine.
+	ipIns, sIns := w.server("mx.insecure.example", nil)
+	zone("insecure.example", dnsbed.Unsigned()).Add(t, "@ MX 10 mx", "mx A "+ipIns)
+
+	// Unsigned domain whose MX host lives in a signed zone with TLSA: the
+	// host's TLSA is used (RFC 7672 §2.2.1 allows it), but it is never
+	// logged as secure delivery to the domain.
+	hostedLeaf := selfSigned(t, "mx.provider.example")
+	ipHosted, sHosted := w.server("mx.provider.example", hostedLeaf)
+	zone("provider.example").Add(t, "mx A "+ipHosted, tlsa("mx.provider.example", 3, 1, 1, hostedLeaf))
+	zone("hosted.example", dnsbed.Unsigned()).Add(t, "@ MX 10 mx.provider.example.")
+
+	// No MX records: the domain is its own server (RFC 7672 §2.2.2).
+	noMXLeaf := selfSigned(t, "nomx.example")
+	ipNoMX, sNoMX := w.server("nomx.example", noMXLeaf)
+	zone("nomx.example").Add(t, "@ A "+ipNoMX, tlsa("nomx.example", 3, 1, 1, noMXLeaf))
+
+	// Mandatory DANE (dane-only) on a domain without TLSA.
+	ipOnly, sOnly := w.server("mx.only.example", selfSigned(t, "mx.only.example"))
+	zone("only.example").Add(t, "@ MX 10 mx", "mx A "+ipOnly)
+
+	w.start()
+	m := maddybed.Start(t, maddybed.Options{MXAuth: "dane {\n policy only.example dane-only\n }"})
+
+	t.Run("ee-spki-sha256", func(t *testing.T) {
+		expectDelivered(t, m, sEE, "ee.example")
+		v := lastVerdict(t, m, "ee.example")
+		wantVerdict(t, v, "authenticated", "dane-match")
+		if field(v, "tlsa") != "3 1 1" || field(v, "tlsa_base") != "mx.ee.example" {
+			t.Fatalf("fields: %v", v.Fields)
+		}
+	})
+	t.Run("ee-cert-sha512-name-ignored", func(t *testing.T) {
+		expectDelivered(t, m, sEE2, "ee2.example")
+		v := lastVerdict(t, m, "ee2.example")
+		wantVerdict(t, v, "authenticated", "dane-match")
+		if field(v, "tlsa") != "3 0 2" {
+			t.Fatalf("fields: %v", v.Fields)
+		}
+	})
+	t.Run("ta-root-anchor", func(t *testing.T) {
+		expectDelivered(t, m, sTA, "ta.example")
+		wantVerdict(t, lastVerdict(t, m, "ta.example"), "authenticated", "dane-match")
+	})
+	t.Run("ta-full-anchor-from-dns", func(t *testing.T) {
+		expectDelivered(t, m, sTAF, "tafull.example")
+		v := lastVerdict(t, m, "tafull.example")
+		wantVerdict(t, v, "authenticated", "dane-match")
+		if field(v, "tlsa") != "2 0 0" {
+			t.Fatalf("fields: %v", v.Fields)
+		}
+	})
+	t.Run("ta-next-hop-name", func(t *testing.T) {
+		expectDelivered(t, m, sTADom, "tadom.example")
+		wantVerdict(t, lastVerdict(t, m, "tadom.example"), "authenticated", "dane-match")
+	})
+	t.Run("ta-wrong-name", func(t *testing.T) {
+		expectDeferred(t, m, "taname.example", sTAW)
+		wantVerdict(t, lastVerdict(t, m, "taname.example"), "deferred", "tlsa-mismatch")
+	})
+	t.Run("ta-expired", func(t *testing.T) {
+		expectDeferred(t, m, "taexp.example", sTAE)
+		wantVerdict(t, lastVerdict(t, m, "taexp.example"), "deferred", "tlsa-mismatch")
+	})
+	t.Run("no-starttls-never-plaintext", func(t *testing.T) {
+		res := expectDeferred(t, m, "notls.example", sNoTLS)
+		wantVerdict(t, lastVerdict(t, m, "notls.example"), "deferred", "starttls-not-supported")
+		if !strings.Contains(res.Text, "4.7.4") {
+			t.Fatalf("reply %q lacks 4.7.4", res.Text)
+		}
+	})
+	t.Run("only-unusable-records", func(t *testing.T) {
+		expectDelivered(t, m, sUn, "unusable.example")
+		wantVerdict(t, lastVerdict(t, m, "unusable.example"), "encrypted", "tlsa-unusable")
+		if !sUn.Messages()[0].TLS.Used {
+			t.Fatal("delivered without TLS although TLSA records exist")
+		}
+	})
+	t.Run("mixed-set", func(t *testing.T) {
+		expectDelivered(t, m, sMix, "mixed.example")
+		v := lastVerdict(t, m, "mixed.example")
+		wantVerdict(t, v, "authenticated", "dane-match")
+		if field(v, "tlsa") != "3 1 1" {
+			t.Fatalf("fields: %v", v.Fields)
+		}
+	})
+	t.Run("second-mx-passes", func(t *testing.T) {
+		expectDelivered(t, m, sTwo2, "two.example")
+		if n := len(sTwo1.Messages()); n != 0 {
+			t.Fatalf("first MX got %d messages despite failing DANE", n)
+		}
+		vs := verdictFor(m, "two.example")
+		if len(vs) < 2 {
+			t.Fatalf("want verdicts for both MX hosts, got %v", vs)
+		}
+		wantVerdict(t, vs[len(vs)-2], "deferred", "tlsa-mismatch")
+		if field(vs[len(vs)-2], "mx") != "mx1.two.example" || field(vs[len(vs)-1], "mx") != "mx2.two.example" {
+			t.Fatalf("MX order: %v / %v", vs[len(vs)-2].Fields, vs[len(vs)-1].Fields)
+		}
+		wantVerdict(t, vs[len(vs)-1], "authenticated", "dane-match")
+	})
+	t.Run("cname-expanded-base", func(t *testing.T) {
+		expectDelivered(t, m, sCN, "cname.example")
+		v := lastVerdict(t, m, "cname.example")
+		wantVerdict(t, v, "authenticated", "dane-match")
+		if field(v, "tlsa_base") != "host.target.example" || field(v, "mx") != "mx.cname.example" {
+			t.Fatalf("fields: %v", v.Fields)
+		}
+	})
+	t.Run("cname-insecure-target-original-base", func(t *testing.T) {
+		expectDelivered(t, m, sCN2, "cname2.example")
+		v := lastVerdict(t, m, "cname2.example")
+		wantVerdict(t, v, "authenticated", "dane-match")
+		if field(v, "tlsa_base") != "mx.cname2.example" {
+			t.Fatalf("fields: %v", v.Fields)
+		}
+	})
+	t.Run("bogus-tlsa-defers", func(t *testing.T) {
+		res := expectDeferred(t, m, "bogustlsa.example", sBG)
+		v := lastVerdict(t, m, "bogustlsa.example")
+		if field(v, "verdict") != "deferred" || !strings.HasPrefix(field(v, "reason"), "dns") {
+			t.Fatalf("verdict: %v", v.Fields)
+		}
+		if !strings.Contains(res.Text, "4.4.3") {
+			t.Fatalf("reply %q lacks 4.4.3", res.Text)
+		}
+		if n := sBG.ConnectionCount(); n != 0 {
+			t.Fatalf("maddy connected %d times to a server whose TLSA lookup failed", n)
+		}
+	})
+	t.Run("insecure-domain-plaintext", func(t *testing.T) {
+		expectDelivered(t, m, sIns, "insecure.example")
+		v := lastVerdict(t, m, "insecure.example")
+		if field(v, "verdict") != "plaintext" || field(v, "mx_secure") != "false" {
+			t.Fatalf("verdict: %v", v.Fields)
+		}
+	})
+	t.Run("insecure-mx-host-tlsa", func(t *testing.T) {
+		expectDelivered(t, m, sHosted, "hosted.example")
+		v := lastVerdict(t, m, "hosted.example")
+		wantVerdict(t, v, "authenticated", "dane-match-insecure-mx")
+		if field(v, "mx_secure") != "false" || field(v, "mx") != "mx.provider.example" {
+			t.Fatalf("fields: %v", v.Fields)
+		}
+	})
+	t.Run("implicit-mx", func(t *testing.T) {
+		expectDelivered(t, m, sNoMX, "nomx.example")
+		wantVerdict(t, lastVerdict(t, m, "nomx.example"), "authenticated", "dane-match")
+	})
+	t.Run("dane-only-without-tlsa", func(t *testing.T) {
+		expectDeferred(t, m, "only.example", sOnly)
+		wantVerdict(t, lastVerdict(t, m, "only.example"), "deferred", "dane-required")
+	})
 }
