@@ -129,6 +129,11 @@ func (e *Engine) checkMXSTS(v *Verdict, d *Destination, hs *hostState) *Verdict 
 		}
 	}
 	if p == nil || p.Mode == mtastsfallback.ModeNone {
+		if err := d.stsErr(); p == nil && err != nil && v.Detail == "" {
+			// Opportunistic delivery goes on; say why MTA-STS did not
+			// apply (the manager logs the failure itself too).
+			v.Detail = err.Error()
+		}
 		return v
 	}
 	err := p.CheckMX(v.MX)

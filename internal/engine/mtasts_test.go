@@ -313,7 +313,7 @@ func TestMTASTSEngine(t *testing.T) {
 		// Level dane: no usable policy, opportunistic delivery.
 		v := w.deliver(t, "big.example", srvBig)
 		want(t, v, Encrypted, ReasonInsecureMX)
-		if v.STSPolicyID != "" || sBig.Fetches() != 1 {
+		if v.STSPolicyID != "" || sBig.Fetches() != 1 || !strings.Contains(v.Detail, "body-too-large") {
 			t.Fatalf("verdict %+v after %d fetches", v, sBig.Fetches())
 		}
 		// Level mtasts: deferred.
