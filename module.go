@@ -289,7 +289,9 @@ func (d *delivery) dest(ctx context.Context, domain string) *engine.Destination 
 	if ok {
 		return dst
 	}
+	start := time.Now()
 	dst = d.p.eng.Destination(ctx, key)
+	observeLookup(stageDestination, start)
 	d.mu.Lock()
 	d.dests[key] = dst
 	d.mu.Unlock()
@@ -316,7 +318,9 @@ func (d *delivery) CheckMX(ctx context.Context, mxLevel module.MXLevel, domain, 
 		return module.MXNone, notInitialized()
 	}
 	dst := d.dest(ctx, domain)
+	start := time.Now()
 	v := d.p.eng.CheckMX(ctx, dst, mx)
+	observeLookup(stageMX, start)
 	if !v.OK() {
 		d.p.logVerdict(d.msgID, v, "mx")
 		return module.MXNone, smtpError(v)
@@ -335,7 +339,9 @@ func (d *delivery) CheckConn(ctx context.Context, mxLevel module.MXLevel, tlsLev
 		return module.TLSNone, notInitialized()
 	}
 	dst := d.dest(ctx, domain)
+	start := time.Now()
 	v := d.p.eng.CheckConn(ctx, dst, mx, st)
+	observeLookup(stageConn, start)
 	d.p.logVerdict(d.msgID, v, "conn")
 	if !v.OK() {
 		return module.TLSNone, smtpError(v)

@@ -63,6 +63,38 @@ func Binary(t testing.TB) string {
 	return buildPath
 }
 
+var (
+	stockOnce sync.Once
+	stockPath string
+	stockErr  error
+)
+
+// StockBinary builds maddy's own command, github.com/foxcpp/maddy/cmd/maddy
+// at the version this module depends on (v0.8.2), once, and returns its
+// path. It has maddy's built-in mx_auth policies only (its own `dane`), so
+// that tests can compare daneguard with what maddy does without it.
+func StockBinary(t testing.TB) string {
+	t.Helper()
+	stockOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "stock-maddy-")
+		if err != nil {
+			stockErr = err
+			return
+		}
+		stockPath = filepath.Join(dir, "maddy")
+		cmd := exec.Command("go", "build", "-o", stockPath, "github.com/foxcpp/maddy/cmd/maddy")
+		cmd.Dir = repoRoot()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			stockErr = fmt.Errorf("go build github.com/foxcpp/maddy/cmd/maddy: %v\n%s", err, out)
+		}
+	})
+	if stockErr != nil {
+		t.Fatal(stockErr)
+	}
+	return stockPath
+}
+
 // Options configures one maddy instance.
 type Options struct {
 	// Hostname is maddy's own host name (EHLO). Default "sender.test".
@@ -80,6 +112,15 @@ type Options struct {
 	// Queue routes mail through target.queue instead of straight to
 	// target.remote, as a production configuration does.
 	Queue bool
+	// Stock runs maddy's own binary (StockBinary) instead of the custom
+	// one: `dane { }` in MXAuth is then maddy's built-in DANE policy.
+	Stock bool
+	// NoConnReuse sets target.remote's conn_reuse_limit to 0 (instead of
+	// 10), so that no outbound connection is pooled: every message opens a
+	// new connection and runs every mx_auth check. (maddy v0.8.2 pools a
+	// connection while it has carried no more than conn_reuse_limit
+	// messages, so 1 still allows two.)
+	NoConnReuse bool
 }
 
 // Maddy is a running maddy process.
@@ -112,6 +153,10 @@ target.queue queue {
 }
 `
 	}
+	reuse := 10
+	if o.NoConnReuse {
+		reuse = 0
+	}
 	debug := "no"
 	if o.Debug {
 		debug = "yes"
@@ -127,7 +172,7 @@ target.remote remote {
     hostname %s
     connect_timeout 10s
     command_timeout 30s
-    conn_reuse_limit 10
+    conn_reuse_limit %d
 %s
     mx_auth {
 %s
@@ -139,7 +184,7 @@ smtp tcp://%s {
     tls off
     deliver_to %s
 }
-`, stateDir, stateDir, o.Hostname, debug, o.Extra, o.Hostname, o.RemoteExtra, o.MXAuth, queue, o.SubmitAddr, o.Hostname, target)
+`, stateDir, stateDir, o.Hostname, debug, o.Extra, o.Hostname, reuse, o.RemoteExtra, o.MXAuth, queue, o.SubmitAddr, o.Hostname, target)
 }
 
 // Start writes the configuration and starts maddy, waiting until it accepts
@@ -152,7 +197,12 @@ func Start(t testing.TB, o Options) *Maddy {
 	if o.SubmitAddr == "" {
 		o.SubmitAddr = "127.0.0.1:2525"
 	}
-	bin := Binary(t)
+	bin := ""
+	if o.Stock {
+		bin = StockBinary(t)
+	} else {
+		bin = Binary(t)
+	}
 	dir := t.TempDir()
 	m := &Maddy{t: t, Opts: o, Dir: dir, Config: filepath.Join(dir, "maddy.conf"), done: make(chan struct{})}
 	if err := os.WriteFile(m.Config, []byte(o.render(dir)), 0o600); err != nil {
