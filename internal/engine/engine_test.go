@@ -47,7 +47,7 @@ func (c *clock) At(d time.Duration) {
 // bed is a signed DNS tree served by dnsbed, validated by a real unbound
 // that logs every client query, and an engine in front of that unbound.
 type bed struct {
-	t    *testing.T
+	t    testing.TB
 	auth *dnsbed.Server
 	ub   *dnsbed.Unbound
 	clk  *clock
@@ -63,7 +63,7 @@ func needUnbound(t testing.TB) {
 	}
 }
 
-func newBed(t *testing.T) *bed {
+func newBed(t testing.TB) *bed {
 	needUnbound(t)
 	return &bed{t: t, auth: dnsbed.NewServer(), clk: newClock()}
 }
