@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -412,4 +413,56 @@ func TestFailureCaching(t *testing.T) {
 	b.expectCounts("new failure, just before 1 s", qs[2:], n)
 	deferred(at + time.Second)
 	b.expectCounts("new failure, at 1 s", qs[2:], n+1)
+}
+
+// TestRefreshAhead: a hit in the last 10% of an entry's lifetime starts one
+// background query, so a busy destination never waits for a lookup at
+// expiry; the refreshed answer lives its own TTL from the refresh.
+func TestRefreshAhead(t *testing.T) {
+	b := newBed(t)
+	leaf := pki.SelfSigned(t, pki.LeafOptions{DNSNames: []string{"mx.hot.example"}})
+	mx, qs := b.daneZone("hot.example", leaf, 300, 300, 300)
+	b.start()
+	st := handshake(t, leaf, "mx.hot.example")
+	e := b.engine(policycache.Config{}) // default refresh window: 10%
+	ctx := tctx(t)
+	run := func(at time.Duration) {
+		t.Helper()
+		b.clk.At(at)
+		wantAuthenticated(t, deliver(ctx, e, "hot.example", mx, st))
+	}
+	// settled waits until no fetch is in progress; the test's clock does
+	// not move meanwhile, so this is not a timing assumption.
+	settled := func() policycache.Stats {
+		t.Helper()
+		for {
+			s := e.Cache().Stats()
+			if s.InFlight == 0 {
+				return s
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("refresh never finished: %+v", s)
+			default:
+				runtime.Gosched()
+			}
+		}
+	}
+	run(0)
+	run(270*time.Second - time.Nanosecond)
+	b.expectCounts("before the refresh window", qs, 1, 1, 1)
+	// In the window: served from the cache, one refresh per entry started.
+	run(270 * time.Second)
+	if s := settled(); s.Refreshes != 3 {
+		t.Fatalf("refreshes %d, want 3: %+v", s.Refreshes, s)
+	}
+	b.expectCounts("after the refresh", qs, 2, 2, 2)
+	// At the old expiry nothing is asked: the refreshed entries live until
+	// 570 s, their own refresh window opening at 540 s.
+	run(300 * time.Second)
+	run(540*time.Second - time.Nanosecond)
+	b.expectCounts("at the old expiry and after", qs, 2, 2, 2)
+	if s := e.Cache().Stats(); s.Misses != 3 {
+		t.Fatalf("%d misses, want only the 3 cold ones: %+v", s.Misses, s)
+	}
 }
