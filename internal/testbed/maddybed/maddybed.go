@@ -9,12 +9,11 @@
 package maddybed
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -132,6 +131,8 @@ type Maddy struct {
 	cmd    *exec.Cmd
 	logMu  sync.Mutex
 	log    bytes.Buffer
+	out    *os.File // read end of maddy's stdout and stderr
+	outEOF bool
 	done   chan struct{}
 }
 
@@ -210,25 +211,36 @@ func Start(t testing.TB, o Options) *Maddy {
 	}
 	m.cmd = exec.Command(bin, "--config", m.Config, "run", "--log", "stderr")
 	m.cmd.Dir = dir
-	pr, pw := io.Pipe()
+	// maddy writes its log lines straight to stderr before it answers the
+	// SMTP command they concern. Reading the pipe in Log as well as in the
+	// background makes every line written before a reply visible to a test
+	// that calls Log after receiving that reply.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.out = pr
 	m.cmd.Stdout = pw
 	m.cmd.Stderr = pw
-	if err := m.cmd.Start(); err != nil {
+	err = m.cmd.Start()
+	pw.Close() // the child has its own copy
+	if err != nil {
+		pr.Close()
 		t.Fatal(err)
 	}
 	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
+		for {
 			m.logMu.Lock()
-			m.log.Write(sc.Bytes())
-			m.log.WriteByte('\n')
+			m.pumpLocked(50 * time.Millisecond)
+			eof := m.outEOF
 			m.logMu.Unlock()
+			if eof {
+				return
+			}
 		}
 	}()
 	go func() {
 		_ = m.cmd.Wait()
-		pw.Close()
 		close(m.done)
 	}()
 	t.Cleanup(m.Stop)
@@ -279,7 +291,32 @@ func (m *Maddy) Stop() {
 func (m *Maddy) Log() string {
 	m.logMu.Lock()
 	defer m.logMu.Unlock()
+	m.pumpLocked(time.Millisecond)
 	return m.log.String()
+}
+
+// pumpLocked moves what maddy has written to its output pipe into m.log,
+// waiting at most wait for a first chunk. m.logMu must be held.
+func (m *Maddy) pumpLocked(wait time.Duration) {
+	if m.outEOF {
+		return
+	}
+	buf := make([]byte, 64*1024)
+	for {
+		_ = m.out.SetReadDeadline(time.Now().Add(wait))
+		n, err := m.out.Read(buf)
+		m.log.Write(buf[:n])
+		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				// EOF: maddy has exited and closed its end.
+				m.outEOF = true
+				m.out.Close()
+			}
+			return
+		}
+		// Take what else is there, without waiting for more.
+		wait = time.Millisecond
+	}
 }
 
 // Entry is one structured maddy log line: "name: msg\t{json}".
