@@ -55,6 +55,7 @@ type Policy struct {
 	table    module.Table
 
 	closeOnce sync.Once
+	stopSweep context.CancelFunc // ends the cache sweeper (module_cache.go)
 }
 
 // New is the module factory registered under ModuleName.
@@ -180,6 +181,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 		return fmt.Errorf("%s: %w", ModuleName, err)
 	}
 	registerMetrics(p)
+	p.startCacheSweeper()
 	p.log.DebugMsg("initialized", "resolvers", strings.Join(p.resolver.Servers(), ","), "default_level", string(lvl))
 	return nil
 }
@@ -251,7 +253,11 @@ func policyKeys(domain string) []string {
 
 // Close releases the module's resources at shutdown.
 func (p *Policy) Close() error {
-	p.closeOnce.Do(func() {})
+	p.closeOnce.Do(func() {
+		if p.stopSweep != nil {
+			p.stopSweep()
+		}
+	})
 	return nil
 }
 

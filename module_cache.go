@@ -1,6 +1,22 @@
 package daneguard
 
-import "time"
+import (
+	"context"
+	"time"
+)
+
+// sweepInterval is how often expired cache entries are removed. Expired
+// entries are never served; sweeping only returns their memory and keeps
+// the entries gauge close to the live count.
+const sweepInterval = time.Minute
+
+// startCacheSweeper removes expired entries from the DNS cache every
+// sweepInterval until Close.
+func (p *Policy) startCacheSweeper() {
+	ctx, cancel := context.WithCancel(context.Background())
+	p.stopSweep = cancel
+	go p.eng.Cache().RunSweeper(ctx, sweepInterval)
+}
 
 // Values of the stage label of maddy_daneguard_lookup_duration_seconds.
 const (
