@@ -131,7 +131,9 @@ func tlsState(t *testing.T, srv *smtpbed.Server, mx string) tls.ConnectionState 
 	if ok, _ := c.Extension("STARTTLS"); !ok {
 		return tls.ConnectionState{}
 	}
-	if err := c.StartTLS(&tls.Config{ServerName: mx, InsecureSkipVerify: true}); err != nil {
+	// MinVersion TLS 1.0: an MTA accepts old servers and lets the policy
+	// judge (RFC 8461 §7.2 is the policy's rule, not the client's).
+	if err := c.StartTLS(&tls.Config{ServerName: mx, InsecureSkipVerify: true, MinVersion: tls.VersionTLS10}); err != nil {
 		t.Fatal(err)
 	}
 	// go-smtp defers the handshake to the next command.
@@ -205,6 +207,14 @@ func TestMTASTSEngine(t *testing.T) {
 	zUnl, _, srvUnl := w.stsDomain("daneunlisted.example", "du1", stsbed.Policy("enforce", 86400, "other.daneunlisted.example"), selfOnly, true)
 	zUnl.Add(t, pki.TLSA(t, "_25._tcp.mx.daneunlisted.example.", 3, 1, 1, selfOnly.Cert))
 
+	// An old server: TLS 1.1 at most, WebPKI-valid certificate.
+	oldLeaf := leaf("mx.oldtls.example")
+	_, _, _ = w.stsDomain("oldtls.example", "o1", stsbed.Policy("enforce", 86400, "mx.oldtls.example"), nil)
+	srvOld := smtpbed.Start(t, smtpbed.Options{Hostname: "mx.oldtls.example", TLS: &tls.Config{
+		Certificates: []tls.Certificate{oldLeaf.TLSCertificate()},
+		MinVersion:   tls.VersionTLS10, MaxVersion: tls.VersionTLS11,
+	}})
+
 	w.levels["bigreq.example"] = LevelMTASTS
 	w.levels["malformed.example"] = LevelMTASTS
 	w.levels["redirect.example"] = LevelMTASTS
@@ -246,6 +256,13 @@ func TestMTASTSEngine(t *testing.T) {
 		v := w.deliver(t, "notls.example", srvNoTLS)
 		want(t, v, Deferred, ReasonNoTLS)
 		if v.Mechanism != MechMTASTS || v.ReportType != "starttls-not-supported" {
+			t.Fatalf("verdict %+v", v)
+		}
+	})
+	t.Run("enforce-tls-too-old", func(t *testing.T) {
+		v := w.deliver(t, "oldtls.example", srvOld)
+		want(t, v, Deferred, ReasonSTSTLSVersion)
+		if v.TLSVersion != "TLS1.1" || v.EnhancedCode != [3]int{4, 7, 5} || v.ReportType != "validation-failure" {
 			t.Fatalf("verdict %+v", v)
 		}
 	})
