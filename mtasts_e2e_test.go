@@ -181,12 +181,22 @@ func TestEndToEndMTASTSRestart(t *testing.T) {
 	zDown, sDown, srvDown := w.stsDomain(sts, "down.example", "d1", stsbed.Policy("enforce", 86400, "mx.down.example"), leaf("mx.down.example"), false)
 	ipRogue, srvRogue := w.server("rogue.down.example", leaf("rogue.down.example"))
 	zDown.Add(t, "rogue A "+ipRogue)
+	// No MTA-STS, valid certificate: maddy's MX level stays "none".
+	ipPlain, srvPlain := w.server("mx.plain.example", leaf("mx.plain.example"))
+	w.dns.Zone(t, "plain.example.", dnsbed.TTL(300), dnsbed.Unsigned()).Add(t, "@ MX 10 mx", "mx A "+ipPlain)
 	w.start()
 
 	dir := filepath.Join(t.TempDir(), "mtasts")
 	conf := "dane {\n roots " + w.ca.WritePEM(t, t.TempDir()) + "\n mtasts_dir " + dir + "\n }"
 
-	m := maddybed.Start(t, maddybed.Options{MXAuth: conf})
+	// maddy's local_policy sees the levels daneguard raises: MX level
+	// "mtasts" for a host an enforce policy lists, TLS level
+	// "authenticated" for a connection MTA-STS validated.
+	m := maddybed.Start(t, maddybed.Options{MXAuth: conf + "\nlocal_policy {\n min_mx_level mtasts\n min_tls_level authenticated\n }"})
+	res := expectDeferred(t, m, "plain.example", srvPlain)
+	if !strings.Contains(res.Text, "MX record authenticity") {
+		t.Fatalf("plain.example deferred by %q, want maddy's local_policy MX level check", res.Text)
+	}
 	expectDelivered(t, m, srvChange, "change.example")
 	before := len(verdictFor(m, "down.example"))
 	expectDelivered(t, m, srvDown, "down.example")
