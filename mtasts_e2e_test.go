@@ -2,6 +2,7 @@ package daneguard_test
 
 import (
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -261,5 +262,47 @@ func TestMaddyMTASTSBlockRefused(t *testing.T) {
 	err = grp.Init(config.NewMap(map[string]interface{}{}, block))
 	if err == nil || !strings.Contains(err.Error(), "daneguard") || !strings.Contains(err.Error(), "Remove the `mtasts { }` block") {
 		t.Fatalf("Init of an mtasts block: %v, want the daneguard refusal", err)
+	}
+}
+
+// TestMTASTSConfig: the MTA-STS directives are checked at start-up, with
+// the file and line of the offending directive where maddy knows it.
+func TestMTASTSConfig(t *testing.T) {
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := t.TempDir()
+	// As for verify-config: no background refresh outliving the test.
+	module.NoRun = true
+	defer func() { module.NoRun = false }()
+	for _, tc := range []struct {
+		dirs [][]string
+		want string // "" means Init must succeed
+	}{
+		{[][]string{{"mtasts", "maybe"}}, "test.conf:8"},
+		{[][]string{{"mtasts_dir"}}, "test.conf:8"},
+		{[][]string{{"mtasts_dir", notDir}}, "mtasts_dir"},
+		{[][]string{{"mtasts", "off"}, {"mtasts_dir", notDir}}, ""},
+		{[][]string{{"mtasts", "on"}, {"mtasts_dir", good}}, ""},
+	} {
+		var children []config.Node
+		for i, d := range tc.dirs {
+			children = append(children, config.Node{Name: d[0], Args: d[1:], File: "test.conf", Line: 8 + i})
+		}
+		grp, err := module.Get("mx_auth")("mx_auth", "", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		block := config.Node{Name: "mx_auth", Children: []config.Node{
+			{Name: "dane", File: "test.conf", Line: 7, Children: append(children, config.Node{Name: "resolver", Args: []string{"127.0.0.1:53"}})},
+		}}
+		err = grp.Init(config.NewMap(map[string]interface{}{}, block))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v: %v", tc.dirs, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%v: error %v, want one containing %q", tc.dirs, err, tc.want)
+		}
 	}
 }

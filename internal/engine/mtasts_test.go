@@ -359,6 +359,30 @@ func TestMTASTSEngine(t *testing.T) {
 		v := w.deliver(t, "nopolicy.example", nil)
 		want(t, v, Deferred, ReasonSTSRequired)
 	})
+	t.Run("mtasts-disabled", func(t *testing.T) {
+		// An engine without the MTA-STS component: level dane is plain
+		// opportunistic DANE, level mtasts cannot be satisfied.
+		before := sMatch.Fetches()
+		e2, err := New(Config{Querier: w.eng.cfg.Querier, Roots: w.ca.Pool(), Now: w.clock.Now,
+			Policies: func(_ context.Context, d string) (DomainPolicy, bool, error) {
+				return DomainPolicy{Level: LevelMTASTS}, d == "mismatch.example", nil
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		d := e2.Destination(ctx, "match.example")
+		v := e2.CheckConn(ctx, d, "mx.match.example", tlsState(t, srvMatch, "mx.match.example"))
+		want(t, v, Encrypted, ReasonInsecureMX)
+		if d.STS != nil || v.STSPolicyID != "" || sMatch.Fetches() != before {
+			t.Fatalf("MTA-STS consulted although disabled: %+v", v)
+		}
+		v = e2.CheckMX(ctx, e2.Destination(ctx, "mismatch.example"), "mx.mismatch.example")
+		want(t, v, Deferred, ReasonSTSRequired)
+		if !strings.Contains(v.Message, "disabled") {
+			t.Fatalf("message %q does not say MTA-STS is disabled", v.Message)
+		}
+	})
 	t.Run("dane-only-never-uses-sts", func(t *testing.T) {
 		d := w.eng.Destination(context.Background(), "daneonly.example")
 		if d.STS != nil || sDaneOnly.Fetches() != 0 {
