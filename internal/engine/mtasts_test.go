@@ -215,6 +215,12 @@ func TestMTASTSEngine(t *testing.T) {
 		MinVersion:   tls.VersionTLS10, MaxVersion: tls.VersionTLS11,
 	}})
 
+	// Only unusable TLSA records (PKIX-TA, usage 0) and an enforce policy:
+	// TLS is mandatory by DANE, authentication is MTA-STS's.
+	unSelf := pki.SelfSigned(t, pki.LeafOptions{DNSNames: []string{"mx.unusable.example"}})
+	zUn, _, srvUn := w.stsDomain("unusable.example", "u1", stsbed.Policy("enforce", 86400, "mx.unusable.example"), unSelf, true)
+	zUn.Add(t, pki.TLSA(t, "_25._tcp.mx.unusable.example.", 0, 1, 1, unSelf.Cert))
+
 	w.levels["bigreq.example"] = LevelMTASTS
 	w.levels["malformed.example"] = LevelMTASTS
 	w.levels["redirect.example"] = LevelMTASTS
@@ -403,6 +409,13 @@ func TestMTASTSEngine(t *testing.T) {
 		v := w.deliver(t, "danefail.example", srvFail)
 		want(t, v, Deferred, ReasonDANEMismatch)
 		if v.Mechanism != MechDANE {
+			t.Fatalf("verdict %+v", v)
+		}
+	})
+	t.Run("unusable-tlsa-sts-authenticates", func(t *testing.T) {
+		v := w.deliver(t, "unusable.example", srvUn)
+		want(t, v, Deferred, ReasonSTSCertInvalid)
+		if v.Mechanism != MechMTASTS || v.ReportType != "certificate-not-trusted" {
 			t.Fatalf("verdict %+v", v)
 		}
 	})
