@@ -84,7 +84,7 @@ func (d *Destination) stsErr() error {
 // daneGoverns reports whether DANE decides for this host: it has usable
 // records in a DNSSEC-validated TLSA RRset (RFC 8461 §2: DANE takes
 // precedence). A secure RRset of unusable records only makes TLS mandatory
-// (RFC 7672 §3.1) and authenticates nothing; an MTA-STS policy covering
+// (RFC 7672 §2.2) and authenticates nothing; an MTA-STS policy covering
 // the host then decides the authentication.
 func (hs *hostState) daneGoverns() bool {
 	return hs.host != nil && hs.host.Status == dane.HasTLSA && len(hs.usable) > 0
