@@ -201,8 +201,8 @@ func TestCacheEndToEnd(t *testing.T) {
 	}
 
 	// Once warm, daneguard asks nothing: at most one query per name (MX,
-	// A, TLSA) per TTL window that ended during the run.
-	allowed := int64(3) * int64(dg.elapsed/(cacheE2ETTL*time.Second))
+	// A, TLSA, _mta-sts TXT) per TTL window that ended during the run.
+	allowed := int64(4) * int64(dg.elapsed/(cacheE2ETTL*time.Second))
 	if dg.warmPolicy > allowed {
 		t.Fatalf("daneguard made %d resolver queries for %d warm messages, want at most %d", dg.warmPolicy, cacheE2EMessages, allowed)
 	}
@@ -283,21 +283,24 @@ func checkMetrics(t *testing.T, s map[string]float64) {
 		}
 	}
 	c := func(name string) float64 { return get(`maddy_daneguard_cache_` + name + `{cache="dns"}`) }
-	// Three questions (MX, A, TLSA), each fetched once; every other
-	// lookup of the 3n is a hit or joined the first fetch.
-	if v := c("fetches_total"); v != 3 {
-		t.Errorf("cache fetches_total = %v, want 3", v)
+	// Four questions (MX, A, TLSA, and the _mta-sts TXT of the MTA-STS
+	// fallback), each fetched once. MX, A and TLSA are asked for every
+	// message; the MTA-STS manager may skip its TXT lookup while it
+	// remembers that the domain has no policy.
+	const questions = 4
+	if v := c("fetches_total"); v != questions {
+		t.Errorf("cache fetches_total = %v, want %d", v, questions)
 	}
-	if h, m := c("hits_total"), c("misses_total"); h+m != 3*n || m < 3 || h < 3*n-10 {
-		t.Errorf("cache hits_total %v + misses_total %v, want %v lookups, nearly all hits", h, m, 3*n)
+	if h, m := c("hits_total"), c("misses_total"); h+m > questions*n || h+m < 3*n || m < questions || h < 3*n-10 {
+		t.Errorf("cache hits_total %v + misses_total %v, want between %v and %v lookups, nearly all hits", h, m, 3*n, questions*n)
 	}
-	if v := c("collapsed_total"); v != c("misses_total")-3 {
-		t.Errorf("cache collapsed_total = %v, want misses_total-3 = %v", v, c("misses_total")-3)
+	if v := c("collapsed_total"); v != c("misses_total")-questions {
+		t.Errorf("cache collapsed_total = %v, want misses_total-%d = %v", v, questions, c("misses_total")-questions)
 	}
 	if v := c("evictions_total"); v != 0 {
 		t.Errorf("cache evictions_total = %v, want 0", v)
 	}
-	if v := c("entries"); v != 3 {
-		t.Errorf("cache entries = %v, want 3", v)
+	if v := c("entries"); v != questions {
+		t.Errorf("cache entries = %v, want %d", v, questions)
 	}
 }
