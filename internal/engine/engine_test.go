@@ -20,7 +20,6 @@ import (
 	"github.com/miekg/dns"
 )
 
-
 // clock is the injectable clock the engine and its cache read: it moves
 // only when the test says so.
 type clock struct {
