@@ -54,6 +54,10 @@ type Policy struct {
 	inline   map[string]engine.DomainPolicy
 	table    module.Table
 
+	// TLS reporting (module_tlsrpt.go).
+	rptCfg *TLSRPTConfig
+	rpt    *reporter
+
 	closeOnce sync.Once
 }
 
@@ -130,6 +134,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 	boundedDuration(cfg, "cache_failure_min", time.Second, time.Second, 5*time.Minute, &failMin)
 	boundedDuration(cfg, "cache_failure_max", 5*time.Minute, time.Second, 5*time.Minute, &failMax)
 	cfg.String("roots", false, false, "", &rootsPath)
+	cfg.Callback("tlsrpt", p.parseTLSRPT)
 	if _, err := cfg.Process(); err != nil {
 		return err
 	}
@@ -180,6 +185,9 @@ func (p *Policy) Init(cfg *config.Map) error {
 		return fmt.Errorf("%s: %w", ModuleName, err)
 	}
 	registerMetrics(p)
+	if err := p.startTLSRPT(); err != nil {
+		return err
+	}
 	p.log.DebugMsg("initialized", "resolvers", strings.Join(p.resolver.Servers(), ","), "default_level", string(lvl))
 	return nil
 }
@@ -251,7 +259,7 @@ func policyKeys(domain string) []string {
 
 // Close releases the module's resources at shutdown.
 func (p *Policy) Close() error {
-	p.closeOnce.Do(func() {})
+	p.closeOnce.Do(p.stopTLSRPT)
 	return nil
 }
 
@@ -319,6 +327,9 @@ func (d *delivery) CheckMX(ctx context.Context, mxLevel module.MXLevel, domain, 
 	v := d.p.eng.CheckMX(ctx, dst, mx)
 	if !v.OK() {
 		d.p.logVerdict(d.msgID, v, "mx")
+		if d.p.reportBypass(d.msgID, v) {
+			return module.MXNone, nil
+		}
 		return module.MXNone, smtpError(v)
 	}
 	if v.MXSecure {
@@ -338,6 +349,9 @@ func (d *delivery) CheckConn(ctx context.Context, mxLevel module.MXLevel, tlsLev
 	v := d.p.eng.CheckConn(ctx, dst, mx, st)
 	d.p.logVerdict(d.msgID, v, "conn")
 	if !v.OK() {
+		if d.p.reportBypass(d.msgID, v) {
+			return module.TLSNone, nil
+		}
 		return module.TLSNone, smtpError(v)
 	}
 	if v.Result == engine.Authenticated {
@@ -407,6 +421,7 @@ func (p *Policy) logVerdict(msgID string, v *engine.Verdict, stage string) {
 		fields = append(fields, "smtp_code", v.Code, "smtp_enchcode", fmt.Sprintf("%d.%d.%d", v.EnhancedCode[0], v.EnhancedCode[1], v.EnhancedCode[2]))
 	}
 	p.log.Msg("verdict", fields...)
+	p.recordTLSRPT(msgID, v)
 }
 
 // boundedDuration declares a duration directive whose value must lie in
