@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"mime"
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
@@ -86,7 +85,7 @@ func ComposeEmail(o EmailOptions) ([]byte, error) {
 
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
-	text := fmt.Sprintf("This is an aggregate TLS report (RFC 8460) from %s about mail to %s\r\n"+
+	text := fmt.Sprintf("This is an aggregate TLS report (RFC 8460) from %s\r\nabout mail to %s\r\n"+
 		"for %s to %s (UTC).\r\nThe report is attached as %s.\r\n",
 		nonEmpty(o.Organization, o.Submitter), o.Domain,
 		o.Start.UTC().Format(time.RFC3339), o.End.UTC().Format(time.RFC3339), o.Filename)
@@ -102,7 +101,9 @@ func ComposeEmail(o EmailOptions) ([]byte, error) {
 	ah := textproto.MIMEHeader{}
 	ah.Set("Content-Type", ContentTypeGzip)
 	ah.Set("Content-Transfer-Encoding", "base64")
-	ah.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": o.Filename}))
+	// Folded; the file name's characters ("!", ".", letters) need no
+	// encoding but are quoted like RFC 8460's example.
+	ah.Set("Content-Disposition", "attachment;\r\n filename=\""+o.Filename+"\"")
 	pw, err = mw.CreatePart(ah)
 	if err != nil {
 		return nil, err
@@ -130,7 +131,7 @@ func ComposeEmail(o EmailOptions) ([]byte, error) {
 	hdr("Message-ID", "<tlsrpt."+hex.EncodeToString(rnd[:])+"@"+idHost+">")
 	hdr("Auto-Submitted", "auto-generated")
 	hdr("MIME-Version", "1.0")
-	hdr("Content-Type", mime.FormatMediaType("multipart/report", map[string]string{"report-type": "tlsrpt", "boundary": mw.Boundary()}))
+	hdr("Content-Type", `multipart/report; report-type="tlsrpt";`+"\r\n "+`boundary="`+mw.Boundary()+`"`)
 	msg.WriteString("\r\n")
 	msg.Write(body.Bytes())
 	return msg.Bytes(), nil
