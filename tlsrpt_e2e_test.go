@@ -3,9 +3,13 @@ package daneguard_test
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -14,17 +18,18 @@ import (
 	"net"
 	"net/http"
 	"net/mail"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
+	"github.com/emersion/go-msgauth/dkim"
 	"github.com/maddy-dane/daneguard/internal/testbed/dnsbed"
 	"github.com/maddy-dane/daneguard/internal/testbed/maddybed"
 	"github.com/maddy-dane/daneguard/internal/testbed/pki"
-	"github.com/maddy-dane/daneguard/internal/testbed/smtpbed"
 	"github.com/maddy-dane/daneguard/tlsrpt"
 )
 
@@ -170,21 +175,36 @@ func TestEndToEndTLSRPT(t *testing.T) {
 		`_smtp._tls TXT "v=TLSRPTv1;rua=https://reports.collector.example/rua"`)
 
 	zone("collector.example").Add(t, "reports A "+collectorIP)
+	// The sending domain publishes the DKIM key maddy signs reports with.
+	keyPath, dkimTXT := dkimKey(t)
+	zone("sender.example").Add(t, "@ A 127.0.0.1", `default._domainkey TXT "`+dkimTXT+`"`)
 	w.start()
 
 	colLeaf := w.ca.Leaf(t, pki.LeafOptions{DNSNames: []string{"reports.collector.example"}})
 	col := startCollector(t, collectorIP+":443", colLeaf.TLSCertificate())
 	caPath := w.ca.WritePEM(t, t.TempDir())
 
+	// Report emails go through a msgpipeline that DKIM-signs them (RFC 8460
+	// §3), then through the same target.remote as all mail.
 	m := maddybed.Start(t, maddybed.Options{MXAuth: fmt.Sprintf(`dane {
         tlsrpt {
             organization "Daneguard Test Org"
-            contact tlsrpt@sender.test
-            deliver_to &remote
+            contact tlsrpt@sender.example
+            deliver_to &tlsrpt_out
             https_roots %s
             poll_interval 100ms
         }
-    }`, caPath)})
+    }`, caPath), Extra: fmt.Sprintf(`
+msgpipeline tlsrpt_out {
+    modify {
+        dkim sender.example default {
+            key_path %s
+            sign_fields From To Subject Date Message-ID MIME-Version Content-Type TLS-Report-Domain TLS-Report-Submitter
+        }
+    }
+    deliver_to &remote
+}
+`, keyPath)})
 
 	expectDelivered(t, m, sGood, "good.example")
 	expectDelivered(t, m, sGood, "good.example")
@@ -235,8 +255,8 @@ func TestEndToEndTLSRPT(t *testing.T) {
 	end := day + "T23:59:59Z"
 	checkMeta := func(r map[string]any, domain string) {
 		t.Helper()
-		if r["organization-name"] != "Daneguard Test Org" || r["contact-info"] != "tlsrpt@sender.test" ||
-			r["report-id"] != strings.ReplaceAll(day, "-", "")+"."+domain+"@sender.test" {
+		if r["organization-name"] != "Daneguard Test Org" || r["contact-info"] != "tlsrpt@sender.example" ||
+			r["report-id"] != strings.ReplaceAll(day, "-", "")+"."+domain+"@sender.example" {
 			t.Fatalf("%s report metadata: %v", domain, r)
 		}
 		dr, _ := r["date-range"].(map[string]any)
@@ -315,11 +335,27 @@ func TestEndToEndTLSRPT(t *testing.T) {
 	}
 	mailed := map[string]map[string]any{}
 	for _, msg := range msgs {
-		if msg.From != "tlsrpt@sender.test" || len(msg.To) != 1 || msg.To[0] != "tlsrpt@rua.example" {
+		if msg.From != "tlsrpt@sender.example" || len(msg.To) != 1 || msg.To[0] != "tlsrpt@rua.example" {
 			t.Fatalf("report envelope %s -> %v", msg.From, msg.To)
 		}
 		dom, rep := parseReportEmail(t, msg.Data)
 		mailed[dom] = rep
+		// maddy's DKIM signing applied, over the report header fields, and
+		// the signature verifies against the published key.
+		verifs, err := dkim.Verify(bytes.NewReader(msg.Data))
+		if err != nil || len(verifs) != 1 || verifs[0].Err != nil || verifs[0].Domain != "sender.example" {
+			t.Fatalf("DKIM of the %s report: %v %+v\n%s", dom, err, verifs[0], msg.Data)
+		}
+		hf := strings.ToLower(strings.Join(verifs[0].HeaderKeys, ":"))
+		if !strings.Contains(hf, "tls-report-domain") || !strings.Contains(hf, "tls-report-submitter") {
+			t.Fatalf("DKIM signature does not cover the report header fields: %v", verifs[0].HeaderKeys)
+		}
+		hm, _ := mail.ReadMessage(bytes.NewReader(msg.Data))
+		for _, tag := range strings.Split(hm.Header.Get("DKIM-Signature"), ";") {
+			if strings.HasPrefix(strings.TrimSpace(tag), "l=") {
+				t.Fatalf("DKIM signature limits the body length (l=), RFC 8460 §3 forbids it")
+			}
+		}
 	}
 	if len(mailed) != 2 || mailed["bad.example"] == nil || mailed["notls.example"] == nil {
 		t.Fatalf("emailed reports for %v", mailed)
@@ -384,11 +420,11 @@ func parseReportEmail(t *testing.T, data []byte) (string, map[string]any) {
 	}
 	h := msg.Header
 	dom := h.Get("TLS-Report-Domain")
-	if h.Get("TLS-Report-Submitter") != "sender.test" {
+	if h.Get("TLS-Report-Submitter") != "sender.example" {
 		t.Fatalf("TLS-Report-Submitter %q", h.Get("TLS-Report-Submitter"))
 	}
 	subj := strings.Join(strings.Fields(h.Get("Subject")), " ")
-	if !strings.HasPrefix(subj, "Report Domain: "+dom+" Submitter: sender.test Report-ID: <") || !strings.HasSuffix(subj, "@sender.test>") {
+	if !strings.HasPrefix(subj, "Report Domain: "+dom+" Submitter: sender.example Report-ID: <") || !strings.HasSuffix(subj, "@sender.example>") {
 		t.Fatalf("subject %q", subj)
 	}
 	mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
@@ -428,5 +464,21 @@ func parseReportEmail(t *testing.T, data []byte) (string, map[string]any) {
 	return dom, rep
 }
 
-var _ = time.Second
-var _ = smtpbed.Options{}
+// dkimKey writes an Ed25519 DKIM key for maddy and returns its path and
+// the DKIM TXT record (RFC 8463) for it.
+func dkimKey(t *testing.T) (string, string) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "dkim.key")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// s=tlsrpt: RFC 8460 §3 service type.
+	return path, "v=DKIM1; k=ed25519; s=email:tlsrpt; p=" + base64.StdEncoding.EncodeToString(pub)
+}
