@@ -92,7 +92,13 @@ func (p *Policy) parseTLSRPT(m *config.Map, n config.Node) error {
 	cm.String("organization", false, false, hostname, &c.Organization)
 	cm.String("contact", false, false, "", &c.Contact)
 	cm.String("from", false, false, "", &c.From)
-	cm.Custom("deliver_to", false, false, nil, modconfig.DeliveryDirective, &c.DeliverTo)
+	cm.Custom("deliver_to", false, false, nil, func(m *config.Map, n config.Node) (interface{}, error) {
+		tgt, err := modconfig.DeliveryDirective(m, n)
+		if err != nil {
+			return nil, config.NodeErr(n, "deliver_to: %v", err)
+		}
+		return tgt, nil
+	}, &c.DeliverTo)
 	cm.String("dir", false, false, "", &c.Dir)
 	cm.Int("send_hour", false, false, 1, &c.SendHour)
 	cm.Duration("https_timeout", false, false, 30*time.Second, &c.HTTPTimeout)

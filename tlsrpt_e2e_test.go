@@ -27,6 +27,8 @@ import (
 	"testing"
 
 	"github.com/emersion/go-msgauth/dkim"
+	"github.com/foxcpp/maddy/framework/config"
+	"github.com/foxcpp/maddy/framework/module"
 	"github.com/maddy-dane/daneguard/internal/testbed/dnsbed"
 	"github.com/maddy-dane/daneguard/internal/testbed/maddybed"
 	"github.com/maddy-dane/daneguard/internal/testbed/pki"
@@ -481,4 +483,96 @@ func dkimKey(t *testing.T) (string, string) {
 	}
 	// s=tlsrpt: RFC 8460 §3 service type.
 	return path, "v=DKIM1; k=ed25519; s=email:tlsrpt; p=" + base64.StdEncoding.EncodeToString(pub)
+}
+
+// TestEndToEndTLSRPTStoreRestartAndCorruption: a corrupt store is moved
+// aside without stopping mail, and the counts of a day add up across a
+// maddy restart, with nothing lost or counted twice.
+func TestEndToEndTLSRPTStoreRestartAndCorruption(t *testing.T) {
+	w := newWorld(t)
+	leaf := selfSigned(t, "mx.good.example")
+	ip, s := w.server("mx.good.example", leaf)
+	w.dns.Zone(t, "good.example.", dnsbed.TTL(300)).Add(t, "@ MX 10 mx", "mx A "+ip,
+		pki.TLSA(t, "_25._tcp.mx.good.example.", 3, 1, 1, leaf.Cert))
+	w.start()
+
+	dir := t.TempDir()
+	garbage := bytes.Repeat([]byte("this is not a bbolt file "), 400)
+	if err := os.WriteFile(filepath.Join(dir, "tlsrpt.db"), garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts := maddybed.Options{MXAuth: fmt.Sprintf("dane {\n tlsrpt {\n contact tlsrpt@sender.example\n dir %s\n }\n }", dir)}
+
+	m1 := maddybed.Start(t, opts)
+	expectDelivered(t, m1, s, "good.example")
+	if !strings.Contains(m1.Log(), "tlsrpt store was corrupt: moved aside, starting an empty one") {
+		t.Fatalf("corruption not reported:\n%s", m1.Log())
+	}
+	moved, _ := filepath.Glob(filepath.Join(dir, "tlsrpt.db.corrupt-*"))
+	if len(moved) != 1 {
+		t.Fatalf("corrupt store not kept aside: %v", moved)
+	}
+	if kept, _ := os.ReadFile(moved[0]); !bytes.Equal(kept, garbage) {
+		t.Fatal("the moved-aside file is not the corrupt store")
+	}
+	n1 := countVerdicts(m1, "good.example", "dane-match")
+	m1.Stop()
+
+	m2 := maddybed.Start(t, opts)
+	expectDelivered(t, m2, s, "good.example")
+	n2 := countVerdicts(m2, "good.example", "dane-match")
+	if strings.Contains(m2.Log(), "corrupt") {
+		t.Fatalf("the fresh store was found corrupt after a restart:\n%s", m2.Log())
+	}
+	var list []tlsrpt.Pending
+	if err := json.Unmarshal([]byte(runMaddy(t, m2, "tlsrpt", "list", "--json", "--dir", dir)), &list); err != nil {
+		t.Fatal(err)
+	}
+	var total uint64
+	for _, p := range list {
+		if p.Domain == "good.example" {
+			total += p.Successes
+		}
+	}
+	if n1 < 1 || n2 < 1 || total != uint64(n1+n2) {
+		t.Fatalf("store holds %d successes, the two maddy processes logged %d + %d sessions: %+v", total, n1, n2, list)
+	}
+}
+
+// TestTLSRPTConfigErrors: malformed tlsrpt directives are start-up errors
+// naming the file and line.
+func TestTLSRPTConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		dir  config.Node
+		want string
+	}{
+		{config.Node{Name: "send_hour", Args: []string{"24"}}, "send_hour"},
+		{config.Node{Name: "contact", Args: []string{"not an address"}}, "contact"},
+		{config.Node{Name: "keep_days", Args: []string{"0"}}, "keep_days"},
+		{config.Node{Name: "no_such_thing", Args: []string{"1"}}, "unexpected directive"},
+		{config.Node{Name: "deliver_to", Args: []string{"&no_such_target"}}, "no_such_target"},
+		{config.Node{Name: "https_timeout", Args: []string{"soon"}}, "invalid duration"},
+	} {
+		grp, err := module.Get("mx_auth")("mx_auth", "", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.dir.File, tc.dir.Line = "test.conf", 9
+		block := config.Node{Name: "mx_auth", Children: []config.Node{
+			{Name: "dane", File: "test.conf", Line: 7, Children: []config.Node{
+				{Name: "tlsrpt", File: "test.conf", Line: 8, Children: []config.Node{
+					{Name: "contact", Args: []string{"tlsrpt@sender.example"}, File: "test.conf", Line: 8},
+					{Name: "dir", Args: []string{t.TempDir()}, File: "test.conf", Line: 8},
+					tc.dir,
+				}},
+			}},
+		}}
+		if tc.dir.Name == "contact" {
+			block.Children[0].Children[0].Children = block.Children[0].Children[0].Children[1:]
+		}
+		err = grp.Init(config.NewMap(map[string]interface{}{}, block))
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "test.conf:") {
+			t.Errorf("%s %v: error %v, want one containing %q and test.conf:", tc.dir.Name, tc.dir.Args, err, tc.want)
+		}
+	}
 }
