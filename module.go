@@ -53,6 +53,7 @@ type Policy struct {
 	resolver *dane.Resolver
 	inline   map[string]engine.DomainPolicy
 	table    module.Table
+	sts      *stsState // MTA-STS (module_mtasts.go); nil when off
 
 	// TLS reporting (module_tlsrpt.go).
 	rptCfg *TLSRPTConfig
@@ -103,6 +104,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 		failMin      time.Duration
 		failMax      time.Duration
 		rootsPath    string
+		stsCfg       stsSettings
 	)
 	p.inline = map[string]engine.DomainPolicy{}
 	cfg.Bool("debug", true, log.DefaultLogger.Debug, &p.log.Debug)
@@ -134,6 +136,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 	boundedDuration(cfg, "cache_failure_min", time.Second, time.Second, 5*time.Minute, &failMin)
 	boundedDuration(cfg, "cache_failure_max", 5*time.Minute, time.Second, 5*time.Minute, &failMax)
 	cfg.String("roots", false, false, "", &rootsPath)
+	declareMTASTS(cfg, &stsCfg)
 	cfg.Callback("tlsrpt", p.parseTLSRPT)
 	if _, err := cfg.Process(); err != nil {
 		return err
@@ -183,6 +186,9 @@ func (p *Policy) Init(cfg *config.Map) error {
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", ModuleName, err)
+	}
+	if err := p.startMTASTS(stsCfg, roots); err != nil {
+		return err
 	}
 	registerMetrics(p)
 	if err := p.startTLSRPT(); err != nil {
@@ -259,7 +265,10 @@ func policyKeys(domain string) []string {
 
 // Close releases the module's resources at shutdown.
 func (p *Policy) Close() error {
-	p.closeOnce.Do(p.stopTLSRPT)
+	p.closeOnce.Do(func() {
+		p.stopMTASTS()
+		p.stopTLSRPT()
+	})
 	return nil
 }
 
@@ -298,6 +307,7 @@ func (d *delivery) dest(ctx context.Context, domain string) *engine.Destination 
 		return dst
 	}
 	dst = d.p.eng.Destination(ctx, key)
+	countSTS(dst)
 	d.mu.Lock()
 	d.dests[key] = dst
 	d.mu.Unlock()
@@ -332,11 +342,8 @@ func (d *delivery) CheckMX(ctx context.Context, mxLevel module.MXLevel, domain, 
 		}
 		return module.MXNone, smtpError(v)
 	}
-	if v.MXSecure {
-		// Lets local_policy { min_mx_level dnssec } work.
-		return module.MX_DNSSEC, nil
-	}
-	return module.MXNone, nil
+	// Lets local_policy { min_mx_level dnssec|mtasts } work.
+	return mxLevelSTS(v), nil
 }
 
 // CheckConn decides whether the established connection may carry the
