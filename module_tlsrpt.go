@@ -33,6 +33,7 @@ import (
 	"github.com/foxcpp/maddy/framework/module"
 	"github.com/maddy-dane/daneguard/dane"
 	"github.com/maddy-dane/daneguard/internal/engine"
+	mtastsfallback "github.com/maddy-dane/daneguard/mtasts_fallback"
 	"github.com/maddy-dane/daneguard/tlsrpt"
 	"github.com/miekg/dns"
 )
@@ -326,6 +327,14 @@ func (p *Policy) tlsrptRecord(ctx context.Context, v *engine.Verdict) (tlsrpt.Re
 		}
 		rec.ResultType = v.ReportType
 		rec.FailureReason = failureReason(v)
+	case v.Reason == engine.ReasonSTSTestingFailure:
+		// RFC 8461 §5: a testing-mode policy failed; the message went out,
+		// the failure is reported.
+		rec.ResultType = v.ReportType
+		if rec.ResultType == "" {
+			rec.ResultType = tlsrpt.ResultValidationFailure
+		}
+		rec.FailureReason = failureReason(v)
 	case v.Result == engine.Plaintext:
 		// Delivered, but without TLS: the receiving domain wants to know.
 		rec.ResultType = tlsrpt.ResultSTARTTLSNotSupported
@@ -335,14 +344,27 @@ func (p *Policy) tlsrptRecord(ctx context.Context, v *engine.Verdict) (tlsrpt.Re
 		// message went out encrypted, but the DANE policy is broken.
 		rec.ResultType = tlsrpt.ResultTLSAInvalid
 		rec.FailureReason = string(v.Reason)
-	case v.Reason == engine.ReasonSTSTestingFailure:
-		rec.ResultType = v.ReportType
-		if rec.ResultType == "" {
-			rec.ResultType = tlsrpt.ResultValidationFailure
-		}
-		rec.FailureReason = failureReason(v)
 	default:
 		rec.Success = true
+	}
+
+	// The MTA-STS policy of the domain, when MTA-STS is on and DANE does
+	// not govern this host.
+	var sts *mtastsfallback.Result
+	if p.sts != nil && v.Mechanism != engine.MechDANE && (v.Level == engine.LevelDANE || v.Level == engine.LevelMTASTS) {
+		if res, err := p.sts.mgr.Policy(ctx, v.Domain); err == nil {
+			sts = res
+		}
+	}
+	if sts != nil && sts.Policy == nil && sts.Err != nil && rec.Success {
+		// RFC 8461 §6 / RFC 8460 §4.3.2.2: the domain announces MTA-STS
+		// but its policy could not be obtained or is invalid. Delivery
+		// went on without it; the domain is told.
+		if rt := string(mtastsfallback.ReasonOf(sts.Err)); stsResultTypes[rt] {
+			rec.Success = false
+			rec.ResultType = rt
+			rec.FailureReason = sts.Err.Error()
+		}
 	}
 
 	switch {
@@ -356,6 +378,12 @@ func (p *Policy) tlsrptRecord(ctx context.Context, v *engine.Verdict) (tlsrpt.Re
 		rec.PolicyType = tlsrpt.PolicySTS
 		rec.PolicyDomain = v.Domain
 		rec.PolicyStrings = stsPolicyStrings(v)
+		if sts != nil && sts.Policy != nil {
+			// RFC 8460 §4.5: the policy as published, one line per
+			// string; its mx patterns are the "mx-host".
+			rec.PolicyStrings = sts.Policy.Lines()
+			rec.MXPatterns = append([]string(nil), sts.Policy.MX...)
+		}
 	}
 	if !rec.Success {
 		rec.ReceivingIP = p.receivingIP(ctx, v.MX)
@@ -398,8 +426,7 @@ func (p *Policy) tlsaStrings(ctx context.Context, v *engine.Verdict) []string {
 }
 
 // stsPolicyStrings renders what the verdict says about the MTA-STS policy
-// applied. The full policy text is not part of the verdict; the id and
-// mode are.
+// applied, for when the policy itself is not at hand.
 func stsPolicyStrings(v *engine.Verdict) []string {
 	var out []string
 	if v.STSPolicyID != "" || v.STSMode != "" {

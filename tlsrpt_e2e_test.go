@@ -32,6 +32,7 @@ import (
 	"github.com/maddy-dane/daneguard/internal/testbed/dnsbed"
 	"github.com/maddy-dane/daneguard/internal/testbed/maddybed"
 	"github.com/maddy-dane/daneguard/internal/testbed/pki"
+	"github.com/maddy-dane/daneguard/internal/testbed/stsbed"
 	"github.com/maddy-dane/daneguard/tlsrpt"
 )
 
@@ -92,7 +93,7 @@ func (c *httpsCollector) byDomain() map[string]collected {
 		// The report's domain is in its report-id and filename; the
 		// test's domains each have one policy domain.
 		id, _ := r.report["report-id"].(string)
-		for _, d := range []string{"good.example", "notls.example", "bad.example"} {
+		for _, d := range []string{"good.example", "notls.example", "bad.example", "stsfail.example"} {
 			if strings.Contains(id, "."+d+"@") {
 				out[d] = r
 			}
@@ -177,6 +178,14 @@ func TestEndToEndTLSRPT(t *testing.T) {
 		`_smtp._tls TXT "v=TLSRPTv1;rua=https://reports.collector.example/rua"`)
 
 	zone("collector.example").Add(t, "reports A "+collectorIP)
+
+	// MTA-STS: an enforce policy listing the MX, whose certificate is not
+	// WebPKI-valid (self-signed); the zone is unsigned, so DANE does not
+	// apply and MTA-STS governs.
+	sts := stsbed.Start(t, stsAddr, w.ca)
+	stsZone, _, sSTS := w.stsDomain(sts, "stsfail.example", "s1", stsbed.Policy("enforce", 86400, "mx.stsfail.example"),
+		selfSigned(t, "mx.stsfail.example"), false)
+	stsZone.Add(t, `_smtp._tls TXT "v=TLSRPTv1; rua=`+rptHTTPS+`"`)
 	// The sending domain publishes the DKIM key maddy signs reports with.
 	keyPath, dkimTXT := dkimKey(t)
 	zone("sender.example").Add(t, "@ A 127.0.0.1", `default._domainkey TXT "`+dkimTXT+`"`)
@@ -189,6 +198,7 @@ func TestEndToEndTLSRPT(t *testing.T) {
 	// Report emails go through a msgpipeline that DKIM-signs them (RFC 8460
 	// §3), then through the same target.remote as all mail.
 	m := maddybed.Start(t, maddybed.Options{MXAuth: fmt.Sprintf(`dane {
+        roots %s
         tlsrpt {
             organization "Daneguard Test Org"
             contact tlsrpt@sender.example
@@ -196,7 +206,7 @@ func TestEndToEndTLSRPT(t *testing.T) {
             https_roots %s
             poll_interval 100ms
         }
-    }`, caPath), Extra: fmt.Sprintf(`
+    }`, caPath, caPath), Extra: fmt.Sprintf(`
 msgpipeline tlsrpt_out {
     modify {
         dkim sender.example default {
@@ -214,6 +224,8 @@ msgpipeline tlsrpt_out {
 	expectDeferred(t, m, "bad.example", sBad)
 	expectDeferred(t, m, "notls.example", sNoTLS)
 	wantVerdict(t, lastVerdict(t, m, "notls.example"), "deferred", "starttls-not-supported")
+	expectDeferred(t, m, "stsfail.example", sSTS)
+	wantVerdict(t, lastVerdict(t, m, "stsfail.example"), "deferred", "mtasts-webpki-invalid")
 
 	// What the store holds, as the admin sees it.
 	var list []tlsrpt.Pending
@@ -228,26 +240,28 @@ msgpipeline tlsrpt_out {
 	nGood := countVerdicts(m, "good.example", "dane-match")
 	nBad := countVerdicts(m, "bad.example", "tlsa-mismatch")
 	nNoTLS := countVerdicts(m, "notls.example", "starttls-not-supported")
+	nSTS := countVerdicts(m, "stsfail.example", "mtasts-webpki-invalid")
 	// Sessions, not messages: maddy reuses the connection for the second
 	// message to good.example, so the count comes from the verdict lines.
-	if nGood < 1 || nBad < 1 || nNoTLS < 1 {
+	if nGood < 1 || nBad < 1 || nNoTLS < 1 || nSTS < 1 {
 		t.Fatalf("verdicts: %d good, %d bad, %d notls", nGood, nBad, nNoTLS)
 	}
 	for d, want := range map[string][2]uint64{
 		"good.example": {uint64(nGood), 0}, "quiet.example": {1, 0}, "bad.example": {0, uint64(nBad)}, "notls.example": {0, uint64(nNoTLS)},
+		"stsfail.example": {0, uint64(nSTS)},
 	} {
 		p := got[d]
 		if p.Day != day || p.Successes != want[0] || p.Failures != want[1] {
 			t.Errorf("store for %s: %+v, want %d successes, %d failures on %s", d, p, want[0], want[1], day)
 		}
 	}
-	if len(got) != 4 {
-		t.Fatalf("store holds %d domains, want 4: %+v", len(got), list)
+	if len(got) != 5 {
+		t.Fatalf("store holds %d domains, want 5: %+v", len(got), list)
 	}
 
 	// Send the day now (the scheduler would wait for the day's end).
 	out := runMaddy(t, m, "tlsrpt", "send", "--day", day, "--wait", "--timeout", "90s")
-	for _, want := range []string{"good.example: sent", "bad.example: sent", "notls.example: sent", "quiet.example: no-policy"} {
+	for _, want := range []string{"good.example: sent", "bad.example: sent", "notls.example: sent", "stsfail.example: sent", "quiet.example: no-policy"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("send output lacks %q:\n%s", want, out)
 		}
@@ -277,8 +291,8 @@ msgpipeline tlsrpt_out {
 
 	// HTTPS: good.example and notls.example.
 	byDom := col.byDomain()
-	if len(byDom) != 2 {
-		t.Fatalf("collector got reports for %v, want good.example and notls.example", byDom)
+	if len(byDom) != 3 {
+		t.Fatalf("collector got reports for %v, want good.example, notls.example and stsfail.example", byDom)
 	}
 	for d, c := range byDom {
 		if c.contentType != "application/tlsrpt+gzip" || c.path != "/v1/tlsrpt" {
@@ -327,6 +341,29 @@ msgpipeline tlsrpt_out {
 	if fd["result-type"] != "starttls-not-supported" || fd["receiving-mx-hostname"] != "mx.notls.example" ||
 		fd["receiving-ip"] != ipNoTLS || num(fd["failed-session-count"]) != nNoTLS || fd["failure-reason-code"] == "" {
 		t.Fatalf("notls.example failure detail %v", fd)
+	}
+
+	stsRep := byDom["stsfail.example"].report
+	checkMeta(stsRep, "stsfail.example")
+	p = onePolicy(stsRep, "stsfail.example")
+	wantPol = map[string]any{
+		"policy-type":   "sts",
+		"policy-string": []any{"version: STSv1", "mode: enforce", "mx: mx.stsfail.example", "max_age: 86400"},
+		"policy-domain": "stsfail.example",
+		"mx-host":       []any{"mx.stsfail.example"}, // RFC 8460 §4.4: the policy's patterns
+	}
+	if !reflect.DeepEqual(p["policy"], wantPol) {
+		t.Fatalf("stsfail.example policy %v, want %v", p["policy"], wantPol)
+	}
+	if s := p["summary"].(map[string]any); num(s["total-successful-session-count"]) != 0 || num(s["total-failure-session-count"]) != nSTS {
+		t.Fatalf("stsfail.example summary %v", s)
+	}
+	fds = p["failure-details"].([]any)
+	fd = fds[0].(map[string]any)
+	// A self-signed certificate: RFC 8460 §4.3.1 certificate-not-trusted.
+	if len(fds) != 1 || fd["result-type"] != "certificate-not-trusted" || fd["receiving-mx-hostname"] != "mx.stsfail.example" ||
+		num(fd["failed-session-count"]) != nSTS || fd["failure-reason-code"] == "" {
+		t.Fatalf("stsfail.example failure details %v", fds)
 	}
 
 	// Email: bad.example and notls.example, through maddy's target.remote
@@ -403,7 +440,7 @@ msgpipeline tlsrpt_out {
 		if p.Domain == "rua.example" {
 			t.Fatalf("the delivery of reports was recorded: %+v", p)
 		}
-		if want := map[string]string{"good.example": "sent", "bad.example": "sent", "notls.example": "sent", "quiet.example": "no-policy"}[p.Domain]; p.State.Outcome != want {
+		if want := map[string]string{"good.example": "sent", "bad.example": "sent", "notls.example": "sent", "stsfail.example": "sent", "quiet.example": "no-policy"}[p.Domain]; p.State.Outcome != want {
 			t.Fatalf("%s: outcome %q, want %q", p.Domain, p.State.Outcome, want)
 		}
 	}
