@@ -145,7 +145,11 @@ func (s *Sender) tick(ctx context.Context) ([]Outcome, error) {
 	today, _ := ParseDay(Day(now))
 	oldest := Day(today.AddDate(0, 0, -s.KeepDays))
 	var outs []Outcome
+	prune := false
 	for _, p := range list {
+		if p.Day < oldest {
+			prune = true
+		}
 		if ctx.Err() != nil {
 			return outs, ctx.Err()
 		}
@@ -175,8 +179,10 @@ func (s *Sender) tick(ctx context.Context) ([]Outcome, error) {
 		}
 		outs = append(outs, s.sendOne(ctx, p.Day, p.Domain, p.State, now))
 	}
-	if err := s.Store.Prune(oldest); err != nil {
-		return outs, err
+	if prune {
+		if err := s.Store.Prune(oldest); err != nil {
+			return outs, err
+		}
 	}
 	return outs, nil
 }

@@ -489,6 +489,16 @@ func (s *Store) RequestSend(day string, at time.Time) error {
 // takeRequests returns and clears the pending send requests.
 func (s *Store) takeRequests() (map[string]bool, error) {
 	out := map[string]bool{}
+	// Look first, so that the common case (no request) writes nothing.
+	pending := false
+	if err := s.withDB(true, func(db *bolt.DB) error {
+		return db.View(func(tx *bolt.Tx) error {
+			pending = tx.Bucket(bucketRequests) != nil
+			return nil
+		})
+	}); err != nil || !pending {
+		return out, err
+	}
 	err := s.withDB(false, func(db *bolt.DB) error {
 		return db.Update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketRequests)

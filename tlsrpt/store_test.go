@@ -269,3 +269,31 @@ func TestStoreState(t *testing.T) {
 		t.Fatalf("prune left %v", list)
 	}
 }
+
+// BenchmarkStoreAdd measures one durable Add (open, commit with fsync,
+// close), sequential and from many goroutines (group commit).
+func BenchmarkStoreAdd(b *testing.B) {
+	st, err := OpenStore(filepath.Join(b.TempDir(), "tlsrpt.db"), StoreOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := okRec("example.org", "mx.example.org")
+	b.Run("sequential", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if err := st.Add(day1, r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.SetParallelism(8)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := st.Add(day1, r); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
