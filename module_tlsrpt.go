@@ -319,7 +319,7 @@ var stsResultTypes = map[string]bool{
 // verdict is not reported: transient DNS trouble and local problems
 // (RFC 8460 §4.3.4).
 func (p *Policy) tlsrptRecord(ctx context.Context, v *engine.Verdict) (tlsrpt.Record, bool) {
-	rec := tlsrpt.Record{Domain: v.Domain, MXHost: v.MX, PolicyType: tlsrpt.PolicyNotFound}
+	rec := tlsrpt.Record{Domain: v.Domain, PolicyDomain: v.Domain, MXHost: v.MX, PolicyType: tlsrpt.PolicyNotFound}
 	switch {
 	case !v.OK():
 		if v.ReportType == "" {
