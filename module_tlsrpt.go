@@ -12,7 +12,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -173,8 +172,8 @@ func openSharedStore(dir string, lg log.Logger) (*tlsrpt.Store, error) {
 	return st, nil
 }
 
-// NewTLSRPTSender builds the sender for a parsed configuration; the
-// `maddy tlsrpt` command uses it too. q answers the TXT lookups.
+// NewTLSRPTSender builds the sender for a parsed configuration. q answers
+// the TXT lookups.
 func NewTLSRPTSender(c *TLSRPTConfig, st *tlsrpt.Store, q dane.Querier, lg log.Logger) (*tlsrpt.Sender, error) {
 	client := &http.Client{Timeout: c.HTTPTimeout}
 	if c.HTTPRoots != "" {
@@ -219,6 +218,7 @@ func (p *Policy) startTLSRPT() error {
 	if c == nil || c.Off {
 		return nil
 	}
+	registerTLSRPTMetrics()
 	st, err := openSharedStore(c.Dir, p.log)
 	if err != nil {
 		// Reporting never stops mail: log, and run without it.
@@ -232,7 +232,6 @@ func (p *Policy) startTLSRPT() error {
 		return fmt.Errorf("%s: %w", ModuleName, err)
 	}
 	p.rpt = r
-	registerTLSRPTMetrics()
 	if module.NoRun {
 		return nil
 	}
@@ -471,10 +470,6 @@ func lookupTXTVia(q dane.Querier) tlsrpt.LookupTXTFunc {
 	return func(ctx context.Context, name string) ([]string, error) {
 		ans, err := q.Query(ctx, name, dns.TypeTXT)
 		if err != nil {
-			var le *dane.LookupError
-			if errors.As(err, &le) {
-				return nil, err
-			}
 			return nil, err
 		}
 		var out []string

@@ -613,3 +613,28 @@ func TestTLSRPTConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSRPTOff: "tlsrpt off" is accepted alone and refused with a block.
+func TestTLSRPTOff(t *testing.T) {
+	for _, tc := range []struct {
+		children []config.Node
+		wantErr  bool
+	}{
+		{nil, false},
+		{[]config.Node{{Name: "dir", Args: []string{t.TempDir()}, File: "test.conf", Line: 9}}, true},
+	} {
+		grp, err := module.Get("mx_auth")("mx_auth", "", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		block := config.Node{Name: "mx_auth", Children: []config.Node{
+			{Name: "dane", File: "test.conf", Line: 7, Children: []config.Node{
+				{Name: "tlsrpt", Args: []string{"off"}, File: "test.conf", Line: 8, Children: tc.children},
+			}},
+		}}
+		err = grp.Init(config.NewMap(map[string]interface{}{}, block))
+		if (err != nil) != tc.wantErr || err != nil && !strings.Contains(err.Error(), "test.conf:8") {
+			t.Errorf("tlsrpt off with %d directives: error %v, want error=%v at test.conf:8", len(tc.children), err, tc.wantErr)
+		}
+	}
+}
