@@ -60,6 +60,7 @@ type Policy struct {
 	rpt    *reporter
 
 	closeOnce sync.Once
+	stopSweep context.CancelFunc // ends the cache sweeper (module_cache.go)
 }
 
 // New is the module factory registered under ModuleName.
@@ -131,7 +132,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 	})
 	modconfig.Table(cfg, "policy_table", false, false, nil, &p.table)
 	cfg.Int("cache_max_entries", false, false, 100000, &maxEntries)
-	cfg.Duration("cache_max_ttl", false, false, time.Hour, &maxTTL)
+	boundedDuration(cfg, "cache_max_ttl", time.Hour, time.Second, 24*time.Hour, &maxTTL)
 	// RFC 9520 §3.2: failures are cached for at least 1 s, at most 5 min.
 	boundedDuration(cfg, "cache_failure_min", time.Second, time.Second, 5*time.Minute, &failMin)
 	boundedDuration(cfg, "cache_failure_max", 5*time.Minute, time.Second, 5*time.Minute, &failMax)
@@ -191,6 +192,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 		return err
 	}
 	registerMetrics(p)
+	p.startCacheSweeper()
 	if err := p.startTLSRPT(); err != nil {
 		return err
 	}
@@ -266,6 +268,9 @@ func policyKeys(domain string) []string {
 // Close releases the module's resources at shutdown.
 func (p *Policy) Close() error {
 	p.closeOnce.Do(func() {
+		if p.stopSweep != nil {
+			p.stopSweep()
+		}
 		p.stopMTASTS()
 		p.stopTLSRPT()
 	})
@@ -306,7 +311,9 @@ func (d *delivery) dest(ctx context.Context, domain string) *engine.Destination 
 	if ok {
 		return dst
 	}
+	start := time.Now()
 	dst = d.p.eng.Destination(ctx, key)
+	observeLookup(stageDestination, start)
 	countSTS(dst)
 	d.mu.Lock()
 	d.dests[key] = dst
@@ -334,7 +341,9 @@ func (d *delivery) CheckMX(ctx context.Context, mxLevel module.MXLevel, domain, 
 		return module.MXNone, notInitialized()
 	}
 	dst := d.dest(ctx, domain)
+	start := time.Now()
 	v := d.p.eng.CheckMX(ctx, dst, mx)
+	observeLookup(stageMX, start)
 	if !v.OK() {
 		d.p.logVerdict(d.msgID, v, "mx")
 		if d.p.reportBypass(d.msgID, v) {
@@ -353,7 +362,9 @@ func (d *delivery) CheckConn(ctx context.Context, mxLevel module.MXLevel, tlsLev
 		return module.TLSNone, notInitialized()
 	}
 	dst := d.dest(ctx, domain)
+	start := time.Now()
 	v := d.p.eng.CheckConn(ctx, dst, mx, st)
+	observeLookup(stageConn, start)
 	d.p.logVerdict(d.msgID, v, "conn")
 	if !v.OK() {
 		if d.p.reportBypass(d.msgID, v) {

@@ -204,6 +204,7 @@ func (e *Engine) CheckMX(ctx context.Context, d *Destination, mx string) *Verdic
 	}
 	if lvl == LevelDANEOnly && !v.MXSecure {
 		// RFC 7672 §2.2.1: insecure MX RRset and mandatory DANE: delay.
+		v.Mechanism = MechDANE
 		return defer4(v, ReasonDANERequired, codePolicy, "dane-required", "DANE is required for this destination but its MX records are not DNSSEC-signed")
 	}
 
@@ -223,6 +224,7 @@ func (e *Engine) CheckMX(ctx context.Context, d *Destination, mx string) *Verdic
 		return e.checkMXSTS(v, d, hs)
 	}
 	if lvl == LevelDANEOnly {
+		v.Mechanism = MechDANE
 		return defer4(v, ReasonDANERequired, codePolicy, "dane-required", "DANE is required for this destination but MX host %s has no DNSSEC-signed TLSA records", v.MX)
 	}
 	return e.checkMXSTS(v, d, hs)
@@ -262,6 +264,11 @@ func (e *Engine) CheckConn(ctx context.Context, d *Destination, mx string, st tl
 	// connection, and nothing else can rescue a failing DANE check
 	// (RFC 8461 §2).
 	if hs.host != nil && hs.host.Status == dane.HasTLSA {
+		if len(hs.usable) == 0 && hs.sts != nil && st.HandshakeComplete {
+			// Only unusable TLSA records: TLS was mandatory and is
+			// there; MTA-STS decides the authentication (mtasts.go).
+			return e.checkConnSTS(&v, hs, st)
+		}
 		return e.checkDANE(&v, d, hs, st)
 	}
 
