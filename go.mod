@@ -9,12 +9,15 @@ replace github.com/emersion/go-smtp => github.com/foxcpp/go-smtp v1.21.4-0.20250
 replace github.com/libdns/gandi => github.com/foxcpp/libdns-gandi v1.0.4-0.20240127130558-4782f9d5ce3e
 
 require (
+	github.com/emersion/go-message v0.18.2
+	github.com/emersion/go-msgauth v0.6.8
 	github.com/emersion/go-smtp v0.25.1
 	github.com/foxcpp/maddy v0.8.2
 	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/miekg/dns v1.1.73
 	github.com/prometheus/client_golang v1.20.5
 	github.com/urfave/cli/v2 v2.27.5
+	go.etcd.io/bbolt v1.5.0
 	golang.org/x/sync v0.24.0
 )
 
@@ -52,9 +55,7 @@ require (
 	github.com/emersion/go-imap v1.2.2-0.20220928192137-6fac715be9cf // indirect
 	github.com/emersion/go-imap-compress v0.0.0-20201103190257-14809af1d1b9 // indirect
 	github.com/emersion/go-imap-sortthread v1.2.0 // indirect
-	github.com/emersion/go-message v0.18.2 // indirect
 	github.com/emersion/go-milter v0.4.1 // indirect
-	github.com/emersion/go-msgauth v0.6.8 // indirect
 	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6 // indirect
 	github.com/fatih/color v1.18.0 // indirect
 	github.com/felixge/httpsnoop v1.0.4 // indirect
@@ -129,7 +130,7 @@ require (
 	github.com/sourcegraph/conc v0.3.0 // indirect
 	github.com/spf13/afero v1.12.0 // indirect
 	github.com/spf13/cast v1.7.1 // indirect
-	github.com/spf13/pflag v1.0.5 // indirect
+	github.com/spf13/pflag v1.0.10 // indirect
 	github.com/spf13/viper v1.19.0 // indirect
 	github.com/subosito/gotenv v1.6.0 // indirect
 	github.com/vultr/govultr/v3 v3.14.1 // indirect

@@ -63,3 +63,32 @@ func registerMetrics(p *Policy) {
 func verdictCount(v *engine.Verdict) {
 	verdicts.WithLabelValues(string(v.Result), string(v.Reason), string(v.Mechanism)).Inc()
 }
+
+// TLS reporting metrics (docs/tlsrpt.md).
+var (
+	tlsrptReports = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "maddy",
+		Subsystem: "daneguard",
+		Name:      "tlsrpt_reports_total",
+		Help:      "TLS reports (RFC 8460) by outcome: built, sent, retry, failed (given up), no-policy, expired.",
+	}, []string{"result"})
+	tlsrptRecords = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "maddy",
+		Subsystem: "daneguard",
+		Name:      "tlsrpt_sessions_recorded_total",
+		Help:      "Sessions recorded for TLS reports, by policy type and result type (success for successes).",
+	}, []string{"policy_type", "result"})
+	tlsrptStoreErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "maddy",
+		Subsystem: "daneguard",
+		Name:      "tlsrpt_store_errors_total",
+		Help:      "TLS report store failures (cannot open, cannot write, found corrupt); mail is never affected.",
+	})
+	tlsrptRegisterOnce sync.Once
+)
+
+func registerTLSRPTMetrics() {
+	tlsrptRegisterOnce.Do(func() {
+		prometheus.MustRegister(tlsrptReports, tlsrptRecords, tlsrptStoreErrors)
+	})
+}

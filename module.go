@@ -55,6 +55,10 @@ type Policy struct {
 	table    module.Table
 	sts      *stsState // MTA-STS (module_mtasts.go); nil when off
 
+	// TLS reporting (module_tlsrpt.go).
+	rptCfg *TLSRPTConfig
+	rpt    *reporter
+
 	closeOnce sync.Once
 	stopSweep context.CancelFunc // ends the cache sweeper (module_cache.go)
 }
@@ -134,6 +138,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 	boundedDuration(cfg, "cache_failure_max", 5*time.Minute, time.Second, 5*time.Minute, &failMax)
 	cfg.String("roots", false, false, "", &rootsPath)
 	declareMTASTS(cfg, &stsCfg)
+	cfg.Callback("tlsrpt", p.parseTLSRPT)
 	if _, err := cfg.Process(); err != nil {
 		return err
 	}
@@ -188,6 +193,9 @@ func (p *Policy) Init(cfg *config.Map) error {
 	}
 	registerMetrics(p)
 	p.startCacheSweeper()
+	if err := p.startTLSRPT(); err != nil {
+		return err
+	}
 	p.log.DebugMsg("initialized", "resolvers", strings.Join(p.resolver.Servers(), ","), "default_level", string(lvl))
 	return nil
 }
@@ -264,6 +272,7 @@ func (p *Policy) Close() error {
 			p.stopSweep()
 		}
 		p.stopMTASTS()
+		p.stopTLSRPT()
 	})
 	return nil
 }
@@ -337,6 +346,9 @@ func (d *delivery) CheckMX(ctx context.Context, mxLevel module.MXLevel, domain, 
 	observeLookup(stageMX, start)
 	if !v.OK() {
 		d.p.logVerdict(d.msgID, v, "mx")
+		if d.p.reportBypass(d.msgID, v) {
+			return module.MXNone, nil
+		}
 		return module.MXNone, smtpError(v)
 	}
 	// Lets local_policy { min_mx_level dnssec|mtasts } work.
@@ -355,6 +367,9 @@ func (d *delivery) CheckConn(ctx context.Context, mxLevel module.MXLevel, tlsLev
 	observeLookup(stageConn, start)
 	d.p.logVerdict(d.msgID, v, "conn")
 	if !v.OK() {
+		if d.p.reportBypass(d.msgID, v) {
+			return module.TLSNone, nil
+		}
 		return module.TLSNone, smtpError(v)
 	}
 	if v.Result == engine.Authenticated {
@@ -424,6 +439,7 @@ func (p *Policy) logVerdict(msgID string, v *engine.Verdict, stage string) {
 		fields = append(fields, "smtp_code", v.Code, "smtp_enchcode", fmt.Sprintf("%d.%d.%d", v.EnhancedCode[0], v.EnhancedCode[1], v.EnhancedCode[2]))
 	}
 	p.log.Msg("verdict", fields...)
+	p.recordTLSRPT(msgID, v)
 }
 
 // boundedDuration declares a duration directive whose value must lie in

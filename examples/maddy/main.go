@@ -3,6 +3,8 @@
 // helpers) by calling maddy's CLI entry point, and adds:
 //
 //	maddy verify-config   check a configuration file without starting the server
+//	maddy tlsrpt list     show the recorded TLS report data (docs/tlsrpt.md)
+//	maddy tlsrpt send     have the running maddy send a day's TLS reports now
 //
 // Account and IMAP management commands (creds, imap-acct, imap-mboxes, ...)
 // live in a maddy package that cannot be linked from outside maddy's module;

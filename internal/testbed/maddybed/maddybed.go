@@ -27,72 +27,54 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-var (
-	buildOnce sync.Once
-	buildPath string
-	buildErr  error
-)
-
 // repoRoot finds the module root from this source file's location.
 func repoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
 }
 
-// Binary builds examples/maddy once and returns its path.
-func Binary(t testing.TB) string {
+// build compiles one Go main package once per test process.
+type build struct {
+	pkg  string
+	once sync.Once
+	path string
+	err  error
+}
+
+func (b *build) binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "daneguard-maddy-")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		buildPath = filepath.Join(dir, "maddy")
-		cmd := exec.Command("go", "build", "-o", buildPath, "./examples/maddy")
+		b.path = filepath.Join(dir, "maddy")
+		cmd := exec.Command("go", "build", "-o", b.path, b.pkg)
 		cmd.Dir = repoRoot()
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build ./examples/maddy: %v\n%s", err, out)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return buildPath
+	return b.path
 }
 
 var (
-	stockOnce sync.Once
-	stockPath string
-	stockErr  error
+	custom = &build{pkg: "./examples/maddy"}
+	stock  = &build{pkg: "github.com/foxcpp/maddy/cmd/maddy"}
 )
+
+// Binary builds examples/maddy once and returns its path.
+func Binary(t testing.TB) string { return custom.binary(t) }
 
 // StockBinary builds maddy's own command, github.com/foxcpp/maddy/cmd/maddy
 // at the version this module depends on (v0.8.2), once, and returns its
 // path. It has maddy's built-in mx_auth policies only (its own `dane`), so
 // that tests can compare daneguard with what maddy does without it.
-func StockBinary(t testing.TB) string {
-	t.Helper()
-	stockOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "stock-maddy-")
-		if err != nil {
-			stockErr = err
-			return
-		}
-		stockPath = filepath.Join(dir, "maddy")
-		cmd := exec.Command("go", "build", "-o", stockPath, "github.com/foxcpp/maddy/cmd/maddy")
-		cmd.Dir = repoRoot()
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			stockErr = fmt.Errorf("go build github.com/foxcpp/maddy/cmd/maddy: %v\n%s", err, out)
-		}
-	})
-	if stockErr != nil {
-		t.Fatal(stockErr)
-	}
-	return stockPath
-}
+func StockBinary(t testing.TB) string { return stock.binary(t) }
 
 // Options configures one maddy instance.
 type Options struct {

@@ -1,0 +1,102 @@
+package daneguard
+
+import (
+	"context"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/foxcpp/maddy/framework/log"
+	"github.com/maddy-dane/daneguard/internal/engine"
+	"github.com/maddy-dane/daneguard/tlsrpt"
+)
+
+// TestTLSRPTRecordMapping: how each kind of verdict is recorded (the
+// table in docs/tlsrpt.md). Without an engine the TLSA strings and the
+// receiving IP stay empty; the end-to-end test covers them.
+func TestTLSRPTRecordMapping(t *testing.T) {
+	p := &Policy{log: log.Logger{Name: "test"}}
+	type want struct {
+		ok       bool
+		typ      tlsrpt.PolicyType
+		polDom   string
+		success  bool
+		result   string
+		polStrs  []string
+		recorded bool
+	}
+	for _, tc := range []struct {
+		name string
+		v    engine.Verdict
+		w    want
+	}{
+		{"dane-match", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Authenticated, Reason: engine.ReasonDANEMatch, Mechanism: engine.MechDANE, TLSABase: "mx.d.example"},
+			want{recorded: true, typ: tlsrpt.PolicyTLSA, polDom: "mx.d.example", success: true}},
+		{"opportunistic", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Encrypted, Reason: engine.ReasonNoTLSA, Mechanism: engine.MechNone},
+			want{recorded: true, typ: tlsrpt.PolicyNotFound, polDom: "d.example", success: true}},
+		{"plaintext", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Plaintext, Reason: engine.ReasonInsecureMX, Mechanism: engine.MechNone},
+			want{recorded: true, typ: tlsrpt.PolicyNotFound, polDom: "d.example", result: "starttls-not-supported"}},
+		{"tlsa-unusable", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Encrypted, Reason: engine.ReasonDANEUnusable, Mechanism: engine.MechDANE, TLSABase: "mx.d.example"},
+			want{recorded: true, typ: tlsrpt.PolicyTLSA, polDom: "mx.d.example", result: "tlsa-invalid"}},
+		{"dane-mismatch", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Deferred, Reason: engine.ReasonDANEMismatch, Mechanism: engine.MechDANE, TLSABase: "mx.d.example", ReportType: "certificate-not-trusted"},
+			want{recorded: true, typ: tlsrpt.PolicyTLSA, polDom: "mx.d.example", result: "certificate-not-trusted"}},
+		{"dns-failure-not-reported", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Deferred, Reason: engine.ReasonDNSFailure},
+			want{recorded: false}},
+		{"dane-required", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Deferred, Reason: engine.ReasonDANERequired, ReportType: "dane-required"},
+			want{recorded: true, typ: tlsrpt.PolicyTLSA, polDom: "mx.d.example", result: "dane-required"}},
+		{"dnssec-invalid-mx", engine.Verdict{Domain: "d.example", Result: engine.Deferred, Reason: engine.ReasonDNSSECBogus, ReportType: "dnssec-invalid"},
+			want{recorded: true, typ: tlsrpt.PolicyTLSA, polDom: "d.example", result: "dnssec-invalid"}},
+		{"sts-valid", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Authenticated, Reason: engine.ReasonSTSValid, Mechanism: engine.MechMTASTS, STSPolicyID: "x", STSMode: "enforce"},
+			want{recorded: true, typ: tlsrpt.PolicySTS, polDom: "d.example", success: true, polStrs: []string{"version: STSv1", "mode: enforce"}}},
+		{"sts-testing-failure", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Plaintext, Reason: engine.ReasonSTSTestingFailure, STSPolicyID: "x", STSMode: "testing", ReportType: "starttls-not-supported"},
+			want{recorded: true, typ: tlsrpt.PolicySTS, polDom: "d.example", result: "starttls-not-supported", polStrs: []string{"version: STSv1", "mode: testing"}}},
+		{"sts-mismatch", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Deferred, Reason: engine.ReasonSTSMXMismatch, STSPolicyID: "x", STSMode: "enforce", ReportType: "validation-failure"},
+			want{recorded: true, typ: tlsrpt.PolicySTS, polDom: "d.example", result: "validation-failure", polStrs: []string{"version: STSv1", "mode: enforce"}}},
+		{"sts-fetch-error", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Deferred, Reason: engine.ReasonSTSFetchFailure, ReportType: "sts-policy-fetch-error"},
+			want{recorded: true, typ: tlsrpt.PolicySTS, polDom: "d.example", result: "sts-policy-fetch-error"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec, ok := p.tlsrptRecord(context.Background(), &tc.v)
+			if ok != tc.w.recorded {
+				t.Fatalf("recorded=%v, want %v (%+v)", ok, tc.w.recorded, rec)
+			}
+			if !ok {
+				return
+			}
+			if rec.PolicyType != tc.w.typ || rec.PolicyDomain != tc.w.polDom || rec.Success != tc.w.success ||
+				rec.ResultType != tc.w.result || !reflect.DeepEqual(rec.PolicyStrings, tc.w.polStrs) || rec.MXHost != tc.v.MX {
+				t.Fatalf("record %+v, want %+v", rec, tc.w)
+			}
+			if !rec.Success && rec.FailureReason == "" {
+				t.Fatal("failure without a failure-reason-code")
+			}
+		})
+	}
+}
+
+// TestTLSRPTSkipsReportDeliveries: sessions of report emails are never
+// recorded, and only they bypass a deferral.
+func TestTLSRPTSkipsReportDeliveries(t *testing.T) {
+	st, err := tlsrpt.OpenStore(filepath.Join(t.TempDir(), "tlsrpt.db"), tlsrpt.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Policy{log: log.Logger{Name: "test"}, rpt: &reporter{store: st}}
+	v := &engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Deferred, Reason: engine.ReasonDANEMismatch, Mechanism: engine.MechDANE, ReportType: "certificate-not-trusted"}
+	p.recordTLSRPT(ReportMsgIDPrefix+"0123", v)
+	p.recordTLSRPT("ordinary-1", v)
+	list, err := st.List()
+	if err != nil || len(list) != 1 || list[0].Failures != 1 {
+		t.Fatalf("store: %+v %v, want exactly the ordinary session", list, err)
+	}
+	if !p.reportBypass(ReportMsgIDPrefix+"0123", v) {
+		t.Fatal("a report delivery was held back by a DANE failure (RFC 8460 §5.3)")
+	}
+	if p.reportBypass("ordinary-1", v) {
+		t.Fatal("an ordinary message bypassed a DANE failure")
+	}
+	ok := &engine.Verdict{Domain: "d.example", Result: engine.Authenticated}
+	if p.reportBypass(ReportMsgIDPrefix+"0123", ok) {
+		t.Fatal("bypass reported for a verdict that passed")
+	}
+}
