@@ -349,11 +349,11 @@ func (p *Policy) tlsrptRecord(ctx context.Context, v *engine.Verdict) (tlsrpt.Re
 
 	// The MTA-STS policy of the domain, when MTA-STS is on and DANE does
 	// not govern this host.
+	// The one the decision was made with, not a fresh lookup: the report
+	// must describe the policy that was applied.
 	var sts *mtastsfallback.Result
-	if p.sts != nil && v.Mechanism != engine.MechDANE && (v.Level == engine.LevelDANE || v.Level == engine.LevelMTASTS) {
-		if res, err := p.sts.mgr.Policy(ctx, v.Domain); err == nil {
-			sts = res
-		}
+	if v.Mechanism != engine.MechDANE {
+		sts = v.STS
 	}
 	if sts != nil && sts.Policy == nil && sts.Err != nil && rec.Success {
 		// RFC 8461 §6 / RFC 8460 §4.3.2.2: the domain announces MTA-STS
@@ -372,7 +372,7 @@ func (p *Policy) tlsrptRecord(ctx context.Context, v *engine.Verdict) (tlsrpt.Re
 		// RFC 8460 §1.1: for DANE the policy domain is the TLSA base
 		// domain.
 		rec.PolicyDomain = firstNonEmpty(v.TLSABase, v.MX, v.Domain)
-		rec.PolicyStrings = p.tlsaStrings(ctx, v)
+		rec.PolicyStrings = tlsaStrings(v)
 	case v.Mechanism == engine.MechMTASTS || v.STSPolicyID != "" || stsResultTypes[rec.ResultType]:
 		rec.PolicyType = tlsrpt.PolicySTS
 		rec.PolicyDomain = v.Domain
@@ -406,19 +406,14 @@ func firstNonEmpty(ss ...string) string {
 	return ""
 }
 
-// tlsaStrings returns the TLSA RRset of the verdict's MX host in the
-// RFC 8460 §4.5 form ("3 1 1 <HEX>"), from the engine's cache.
-func (p *Policy) tlsaStrings(ctx context.Context, v *engine.Verdict) []string {
-	if v.MX == "" || p.eng == nil {
+// tlsaStrings returns the TLSA RRset the verdict was reached with, in the
+// RFC 8460 §4.5 form ("3 1 1 <HEX>").
+func tlsaStrings(v *engine.Verdict) []string {
+	if len(v.TLSARRset) == 0 {
 		return nil
 	}
-	disc := &dane.Discoverer{Q: p.eng.Querier()}
-	h, err := disc.LookupHost(ctx, v.MX)
-	if err != nil || h.Status != dane.HasTLSA {
-		return nil
-	}
-	out := make([]string, 0, len(h.TLSA))
-	for _, rr := range h.TLSA {
+	out := make([]string, 0, len(v.TLSARRset))
+	for _, rr := range v.TLSARRset {
 		out = append(out, fmt.Sprintf("%d %d %d %s", rr.Usage, rr.Selector, rr.MatchingType, strings.ToUpper(rr.Certificate)))
 	}
 	return out

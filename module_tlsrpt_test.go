@@ -2,6 +2,7 @@ package daneguard
 
 import (
 	"context"
+	"github.com/miekg/dns"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -30,8 +31,9 @@ func TestTLSRPTRecordMapping(t *testing.T) {
 		v    engine.Verdict
 		w    want
 	}{
-		{"dane-match", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Authenticated, Reason: engine.ReasonDANEMatch, Mechanism: engine.MechDANE, TLSABase: "mx.d.example"},
-			want{recorded: true, typ: tlsrpt.PolicyTLSA, polDom: "mx.d.example", success: true}},
+		{"dane-match", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Authenticated, Reason: engine.ReasonDANEMatch, Mechanism: engine.MechDANE, TLSABase: "mx.d.example",
+			TLSARRset: []*dns.TLSA{{Usage: 3, Selector: 1, MatchingType: 1, Certificate: "0a1b"}, {Usage: 2, Selector: 0, MatchingType: 2, Certificate: "ff"}}},
+			want{recorded: true, typ: tlsrpt.PolicyTLSA, polDom: "mx.d.example", success: true, polStrs: []string{"3 1 1 0A1B", "2 0 2 FF"}}},
 		{"opportunistic", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Encrypted, Reason: engine.ReasonNoTLSA, Mechanism: engine.MechNone},
 			want{recorded: true, typ: tlsrpt.PolicyNotFound, polDom: "d.example", success: true}},
 		{"plaintext", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Plaintext, Reason: engine.ReasonInsecureMX, Mechanism: engine.MechNone},

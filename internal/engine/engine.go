@@ -173,7 +173,7 @@ func (e *Engine) Prefetch(d *Destination, mx string) {
 }
 
 func (e *Engine) base(d *Destination, mx string) *Verdict {
-	v := &Verdict{Domain: d.Domain, MX: strings.ToLower(strings.TrimSuffix(mx, ".")), Level: d.Policy.Level}
+	v := &Verdict{Domain: d.Domain, MX: strings.ToLower(strings.TrimSuffix(mx, ".")), Level: d.Policy.Level, STS: d.STS}
 	if d.MX != nil {
 		v.MXSecure = d.MX.Secure && d.MX.Has(mx)
 	}
@@ -221,6 +221,7 @@ func (e *Engine) CheckMX(ctx context.Context, d *Destination, mx string) *Verdic
 	if h.Status == dane.HasTLSA {
 		hs.usable, hs.unusable = classify(h.TLSA)
 		v.Mechanism = MechDANE
+		v.TLSARRset = h.TLSA
 		return e.checkMXSTS(v, d, hs)
 	}
 	if lvl == LevelDANEOnly {
@@ -329,8 +330,8 @@ func (e *Engine) checkDANE(v *Verdict, d *Destination, hs *hostState, st tls.Con
 	}
 	names := dane.ReferenceNames(d.MX, hs.host)
 	if !v.MXSecure {
-		// RFC 7672 §3.2.2: with an insecure MX RRset the MX host name is
-		// the only reference identifier.
+		// RFC 7672 §3.2.2: with an insecure MX RRset the next-hop domain
+		// is never a reference identifier (see dane.ReferenceNames).
 		names = dane.ReferenceNames(nil, hs.host)
 	}
 	match, err := daneVerify(st.PeerCertificates, hs.usable, names, e.now())

@@ -3,6 +3,9 @@ package engine
 import (
 	"crypto/tls"
 	"fmt"
+
+	mtastsfallback "github.com/maddy-dane/daneguard/mtasts_fallback"
+	"github.com/miekg/dns"
 )
 
 // Result is the outcome of one connection check, the "verdict" log field.
@@ -84,6 +87,12 @@ type Verdict struct {
 	// ("usage selector mtype" form), TLSABase its base domain.
 	TLSA     string
 	TLSABase string
+	// TLSARRset is the MX host's DNSSEC-validated TLSA RRset when DANE
+	// applied, for reports (RFC 8460 §4.5 policy strings).
+	TLSARRset []*dns.TLSA
+	// STS is the destination's MTA-STS lookup that this verdict was
+	// reached with; nil when MTA-STS was not consulted.
+	STS *mtastsfallback.Result
 	// STSPolicyID is the id of the MTA-STS policy applied, STSMode its mode.
 	STSPolicyID string
 	STSMode     string
