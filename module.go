@@ -180,6 +180,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 		return fmt.Errorf("%s: %w", ModuleName, err)
 	}
 	registerMetrics(p)
+	trackInstance(p)
 	p.log.DebugMsg("initialized", "resolvers", strings.Join(p.resolver.Servers(), ","), "default_level", string(lvl))
 	return nil
 }
