@@ -338,6 +338,10 @@ func (c *run) session(ctx context.Context, host string, addrs []string, starttls
 			// The policy, not the TLS library, judges the certificate
 			// (like maddy, which retries with InsecureSkipVerify).
 			err := cl.StartTLS(&tls.Config{ServerName: host, InsecureSkipVerify: true}) //nolint:gosec
+			if err == nil {
+				// The handshake happens with the EHLO that follows.
+				err = cl.Hello(c.opts.HeloName)
+			}
 			if err != nil {
 				cl.Close()
 				out.TLSError = err.Error()

@@ -160,7 +160,7 @@ func verdictText(v Verdict) string {
 	if v.SMTPCode != 0 {
 		s += fmt.Sprintf(": %d %s %s", v.SMTPCode, v.EnhancedCode, v.Message)
 	}
-	if v.Detail != "" {
+	if v.Detail != "" && !strings.Contains(v.Message, v.Detail) {
 		s += "; detail: " + v.Detail
 	}
 	return s
