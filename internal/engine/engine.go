@@ -180,6 +180,7 @@ func (e *Engine) CheckMX(ctx context.Context, d *Destination, mx string) *Verdic
 
 	if d.PolicyErr != nil {
 		// A broken policy source never weakens the policy: wait for it.
+		v.Detail = d.PolicyErr.Error()
 		return defer4(v, ReasonPolicyLookup, codeDNS, "", "Cannot read the TLS policy for this destination, will retry")
 	}
 	lvl := d.Policy.Level
