@@ -2,8 +2,10 @@ package daneguard_test
 
 import (
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,6 +91,15 @@ func TestEndToEndPolicy(t *testing.T) {
 	sLPDane := host("lpdane.example", lpDaneLeaf, true, pki.TLSA(t, "_25._tcp.mx.lpdane.example.", 3, 1, 1, lpDaneLeaf.Cert))
 	sLPEnc := host("lpenc.example", self("mx.lpenc.example"), false)
 	sLPNone := host("lpnone.example", nil, false)
+	// REQUIRETLS (RFC 8689): a DANE-authenticated destination whose server
+	// supports the extension, and one that only gets encryption.
+	rtLeaf := self("mx.rtdane.example")
+	w.ip++
+	rtIP := fmt.Sprintf("127.0.0.%d", w.ip)
+	sRTDane := smtpbed.Start(t, smtpbed.Options{Addr: rtIP + ":25", Hostname: "mx.rtdane.example", EnableREQUIRETLS: true,
+		TLS: &tls.Config{Certificates: []tls.Certificate{rtLeaf.TLSCertificate()}}})
+	zone("rtdane.example").Add(t, "@ MX 10 mx", "mx A "+rtIP, pki.TLSA(t, "_25._tcp.mx.rtdane.example.", 3, 1, 1, rtLeaf.Cert))
+	sRTEnc := host("rtenc.example", self("mx.rtenc.example"), true)
 	w.start()
 
 	dir := t.TempDir()
@@ -118,6 +129,7 @@ func TestEndToEndPolicy(t *testing.T) {
             policy pinbad.example fingerprint %s spki-sha256:%s
             policy webpki.example verify
             policy webpkibad.example verify
+            policy rtenc.example encrypt
             policy_table &tls_policy
         }`, roots, sha256Pin(pinLeaf), sha256Pin(noneLeaf), strings.Repeat("ab", 32)),
 		})
@@ -168,6 +180,32 @@ func TestEndToEndPolicy(t *testing.T) {
 				}
 			})
 		}
+		// maddy v0.8.2 honours REQUIRETLS in target.remote: it needs TLS
+		// level "authenticated" (which daneguard grants on a DANE match)
+		// and an MX level of at least mtasts (daneguard grants dnssec for
+		// a secure MX RRset); otherwise it fails the recipient with maddy's
+		// own 550 5.7.30, a permanent error as RFC 8689 §5 asks.
+		t.Run("requiretls-dane", func(t *testing.T) {
+			code, text := sendRequireTLS(t, m.Opts.SubmitAddr, "rtdane.example")
+			if code != 250 {
+				t.Fatalf("REQUIRETLS to a DANE destination: %d %s", code, text)
+			}
+			msgs, err := sRTDane.WaitMessages(ctx(t), 1)
+			if err != nil || !msgs[0].RequireTLS || !msgs[0].TLS.Used {
+				t.Fatalf("message at the DANE server: %v %+v", err, msgs)
+			}
+		})
+		t.Run("requiretls-encrypted-only", func(t *testing.T) {
+			code, text := sendRequireTLS(t, m.Opts.SubmitAddr, "rtenc.example")
+			if code != 550 || !strings.Contains(text, "5.7.30") {
+				t.Fatalf("REQUIRETLS to an unauthenticated destination: %d %s", code, text)
+			}
+			if n := len(sRTEnc.Messages()); n != 0 {
+				t.Fatalf("%d messages delivered", n)
+			}
+			wantVerdict(t, newVerdict(t, m, "rtenc.example", 0), "encrypted", "encrypt-satisfied")
+		})
+
 		// A malformed table entry is reported with the key, in the log
 		// line an operator searches for.
 		if d := field(lastVerdict(t, m, "broken.example"), "detail"); !strings.Contains(d, `"broken.example"`) || !strings.Contains(d, "dane-onyl") {
@@ -205,4 +243,45 @@ func TestEndToEndPolicy(t *testing.T) {
 			}
 		}
 	})
+}
+
+// sendRequireTLS submits a message with the REQUIRETLS MAIL parameter
+// (RFC 8689 §4.1) and returns the first reply that is not 2xx/3xx, or the
+// final 250.
+func sendRequireTLS(t *testing.T, addr, domain string) (int, string) {
+	t.Helper()
+	c, err := textproto.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, _, err := c.ReadResponse(220); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		cmd    string
+		expect int
+	}{
+		{"EHLO client.test", 250},
+		{"MAIL FROM:<alice@sender.test> REQUIRETLS", 250},
+		{"RCPT TO:<bob@" + domain + ">", 250},
+		{"DATA", 354},
+		{"From: <alice@sender.test>\r\nTo: <bob@" + domain + ">\r\nSubject: requiretls\r\n\r\nhello\r\n.", 250},
+	}
+	var code int
+	var msg string
+	for _, s := range steps {
+		id, err := c.Cmd("%s", s.cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.StartResponse(id)
+		code, msg, err = c.ReadResponse(s.expect)
+		c.EndResponse(id)
+		if err != nil {
+			return code, msg
+		}
+	}
+	_, _ = c.Cmd("QUIT")
+	return code, msg
 }
