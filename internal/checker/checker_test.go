@@ -344,6 +344,7 @@ func TestChecker(t *testing.T) {
 
 		code, out := run("--json", "--connect", "--no-mtasts", "--resolver", "127.0.0.1", "dane.example")
 		_, m := decode(t, out)
+		t.Logf("JSON output:\n%s", out)
 		if code != checker.ExitAuthenticated {
 			t.Errorf("exit status %d, want %d", code, checker.ExitAuthenticated)
 		}
