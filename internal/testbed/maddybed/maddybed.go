@@ -158,8 +158,30 @@ func Start(t testing.TB, o Options) *Maddy {
 	if err := os.WriteFile(m.Config, []byte(o.render(dir)), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	m.launch(bin, nil)
+	return m
+}
+
+// StartFile runs the custom maddy on an existing configuration file, with
+// env added to its environment (maddy expands {env:NAME} in configuration
+// files). submitAddr is the SMTP endpoint the configuration listens on;
+// the call returns once it accepts connections.
+func StartFile(t testing.TB, config, submitAddr string, env ...string) *Maddy {
+	t.Helper()
+	m := &Maddy{t: t, Opts: Options{SubmitAddr: submitAddr}, Dir: t.TempDir(), Config: config, done: make(chan struct{})}
+	m.launch(Binary(t), env)
+	return m
+}
+
+// launch starts bin on m.Config and waits for the submission endpoint.
+func (m *Maddy) launch(bin string, env []string) {
+	t := m.t
+	t.Helper()
 	m.cmd = exec.Command(bin, "--config", m.Config, "run", "--log", "stderr")
-	m.cmd.Dir = dir
+	m.cmd.Dir = m.Dir
+	if len(env) != 0 {
+		m.cmd.Env = append(os.Environ(), env...)
+	}
 	pr, pw := io.Pipe()
 	m.cmd.Stdout = pw
 	m.cmd.Stderr = pw
@@ -185,10 +207,10 @@ func Start(t testing.TB, o Options) *Maddy {
 
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", o.SubmitAddr, time.Second)
+		c, err := net.DialTimeout("tcp", m.Opts.SubmitAddr, time.Second)
 		if err == nil {
 			c.Close()
-			break
+			return
 		}
 		select {
 		case <-m.done:
@@ -196,11 +218,10 @@ func Start(t testing.TB, o Options) *Maddy {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("maddy did not start listening on %s:\n%s", o.SubmitAddr, m.Log())
+			t.Fatalf("maddy did not start listening on %s:\n%s", m.Opts.SubmitAddr, m.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return m
 }
 
 // Stop terminates maddy (idempotent).
@@ -304,6 +325,7 @@ type SendResult struct {
 // verdict. Errors of the test plumbing (cannot connect) fail the test.
 func (m *Maddy) Send(from string, rcpts []string, body string) SendResult {
 	m.t.Helper()
+	defer m.settle(m.outcomes())
 	c, err := smtp.Dial(m.Opts.SubmitAddr)
 	if err != nil {
 		m.t.Fatalf("connecting to maddy: %v", err)
@@ -325,4 +347,30 @@ func (m *Maddy) Send(from string, rcpts []string, body string) SendResult {
 		res.Text = se.Message
 	}
 	return res
+}
+
+// outcomes counts the log lines maddy writes when it has decided about a
+// submission (accepted, or a recipient or data refused).
+func (m *Maddy) outcomes() int {
+	n := 0
+	for _, line := range strings.Split(m.Log(), "\n") {
+		if strings.Contains(line, "smtp: accepted") || strings.Contains(line, "smtp: RCPT error") || strings.Contains(line, "smtp: DATA error") {
+			n++
+		}
+	}
+	return n
+}
+
+// settle waits until the log shows more outcomes than before: maddy writes
+// its log lines before it replies, but they reach the test through a pipe,
+// so without this a test could look at the log before they arrive.
+func (m *Maddy) settle(before int) {
+	deadline := time.Now().Add(10 * time.Second)
+	for m.outcomes() <= before && time.Now().Before(deadline) {
+		select {
+		case <-m.done:
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
