@@ -3,6 +3,7 @@
 // helpers) by calling maddy's CLI entry point, and adds:
 //
 //	maddy verify-config   check a configuration file without starting the server
+//	maddy check DOMAIN    show what the policy sees and decides for a domain (docs/checker.md)
 //
 // Account and IMAP management commands (creds, imap-acct, imap-mboxes, ...)
 // live in a maddy package that cannot be linked from outside maddy's module;
