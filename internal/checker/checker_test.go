@@ -87,6 +87,9 @@ func newBed(t *testing.T) *bed {
 	ipn := b.smtp("mx.notlsa.example", self("mx.notlsa.example"))
 	zone("notlsa.example").Add(t, "@ MX 10 mx", "mx A "+ipn)
 
+	// Broken signatures: the MX lookup fails (SERVFAIL from unbound).
+	zone("bogus.example", dnsbed.BadSignatures()).Add(t, "@ MX 10 mx", "mx A 127.0.0.99")
+
 	// MTA-STS: TXT record, policy host with a certificate from the test CA.
 	sts := b.ca.Leaf(t, pki.LeafOptions{DNSNames: []string{"mta-sts.sts.example", "mx.sts.example"}})
 	ips := b.smtp("mx.sts.example", sts)
@@ -165,6 +168,14 @@ func decode(t *testing.T, js []byte) (*checker.Report, map[string]any) {
 func path(t *testing.T, v any, keys ...any) any {
 	t.Helper()
 	for _, k := range keys {
+		if k == "#len" {
+			a, ok := v.([]any)
+			if !ok {
+				t.Fatalf("%v: not an array", keys)
+			}
+			v = len(a)
+			continue
+		}
 		switch k := k.(type) {
 		case string:
 			m, ok := v.(map[string]any)
@@ -308,6 +319,24 @@ func TestChecker(t *testing.T) {
 		if s := path(t, m, "policy", "error").(string); !strings.Contains(s, "bad level") {
 			t.Errorf("policy error %q", s)
 		}
+	})
+
+	t.Run("no-such-domain", func(t *testing.T) {
+		_, m := b.check(checker.Options{Connect: true}, "nosuch.example")
+		want(t, m, true, "mx", "nxdomain")
+		want(t, m, true, "mx", "dnssec_secure") // the denial is signed
+		want(t, m, 0, "hosts", "#len")
+		want(t, m, "deferred", "result")
+		want(t, m, checker.ExitDeferred, "exit_code")
+	})
+
+	t.Run("bogus-mx-defers", func(t *testing.T) {
+		_, m := b.check(checker.Options{Connect: true}, "bogus.example")
+		if s := path(t, m, "mx", "error").(string); !strings.Contains(s, "MX lookup for bogus.example. failed") {
+			t.Errorf("mx.error %q", s)
+		}
+		want(t, m, "deferred", "result")
+		want(t, m, checker.ExitDeferred, "exit_code")
 	})
 
 	t.Run("mta-sts", func(t *testing.T) {
