@@ -25,6 +25,19 @@ var (
 		Buckets:   []float64{0.0001, 0.001, 0.005, 0.02, 0.1, 0.5, 2, 10},
 	}, []string{"stage"})
 
+	stsPolicies = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "maddy",
+		Subsystem: "daneguard",
+		Name:      "mtasts_policy_lookups_total",
+		Help:      "MTA-STS policy lookups made for deliveries, by where the policy came from (none, cache, fetched, stale) and the RFC 8460 result type of a discovery failure (empty if none).",
+	}, []string{"source", "error"})
+	stsFetchAttempts = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "maddy",
+		Subsystem: "daneguard",
+		Name:      "mtasts_fetch_attempts_total",
+		Help:      "HTTPS connections opened to MTA-STS policy hosts (deliveries and background refreshes).",
+	})
+
 	registerOnce sync.Once
 	cacheMu      sync.Mutex
 	cacheColls   = map[string]bool{}
@@ -32,7 +45,7 @@ var (
 
 func registerMetrics(p *Policy) {
 	registerOnce.Do(func() {
-		prometheus.MustRegister(verdicts, lookupSeconds)
+		prometheus.MustRegister(verdicts, lookupSeconds, stsPolicies, stsFetchAttempts)
 	})
 	name := "dns"
 	if p.instName != "" {

@@ -53,6 +53,7 @@ type Policy struct {
 	resolver *dane.Resolver
 	inline   map[string]engine.DomainPolicy
 	table    module.Table
+	sts      *stsState // MTA-STS (module_mtasts.go); nil when off
 
 	closeOnce sync.Once
 }
@@ -99,6 +100,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 		failMin      time.Duration
 		failMax      time.Duration
 		rootsPath    string
+		stsCfg       stsSettings
 	)
 	p.inline = map[string]engine.DomainPolicy{}
 	cfg.Bool("debug", true, log.DefaultLogger.Debug, &p.log.Debug)
@@ -130,6 +132,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 	boundedDuration(cfg, "cache_failure_min", time.Second, time.Second, 5*time.Minute, &failMin)
 	boundedDuration(cfg, "cache_failure_max", 5*time.Minute, time.Second, 5*time.Minute, &failMax)
 	cfg.String("roots", false, false, "", &rootsPath)
+	declareMTASTS(cfg, &stsCfg)
 	if _, err := cfg.Process(); err != nil {
 		return err
 	}
@@ -178,6 +181,9 @@ func (p *Policy) Init(cfg *config.Map) error {
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", ModuleName, err)
+	}
+	if err := p.startMTASTS(stsCfg, roots); err != nil {
+		return err
 	}
 	registerMetrics(p)
 	trackInstance(p)
@@ -252,7 +258,7 @@ func policyKeys(domain string) []string {
 
 // Close releases the module's resources at shutdown.
 func (p *Policy) Close() error {
-	p.closeOnce.Do(func() {})
+	p.closeOnce.Do(p.stopMTASTS)
 	return nil
 }
 
@@ -291,6 +297,7 @@ func (d *delivery) dest(ctx context.Context, domain string) *engine.Destination 
 		return dst
 	}
 	dst = d.p.eng.Destination(ctx, key)
+	countSTS(dst)
 	d.mu.Lock()
 	d.dests[key] = dst
 	d.mu.Unlock()
@@ -322,11 +329,8 @@ func (d *delivery) CheckMX(ctx context.Context, mxLevel module.MXLevel, domain, 
 		d.p.logVerdict(d.msgID, v, "mx")
 		return module.MXNone, smtpError(v)
 	}
-	if v.MXSecure {
-		// Lets local_policy { min_mx_level dnssec } work.
-		return module.MX_DNSSEC, nil
-	}
-	return module.MXNone, nil
+	// Lets local_policy { min_mx_level dnssec|mtasts } work.
+	return mxLevelSTS(v), nil
 }
 
 // CheckConn decides whether the established connection may carry the

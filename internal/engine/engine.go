@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/maddy-dane/daneguard/dane"
+	mtastsfallback "github.com/maddy-dane/daneguard/mtasts_fallback"
 	policycache "github.com/maddy-dane/daneguard/policy_cache"
 	"github.com/miekg/dns"
 )
@@ -45,6 +46,9 @@ type Config struct {
 	Roots *x509.CertPool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// STS, if not nil, supplies MTA-STS policies for levels dane and
+	// mtasts (mtasts.go). See also SetSTS.
+	STS STS
 }
 
 // Engine is safe for concurrent use by many deliveries.
@@ -114,6 +118,11 @@ type Destination struct {
 	// MX is our own DNSSEC-aware MX lookup (only for levels that use DANE).
 	MX    *dane.MXSet
 	MXErr error
+	// STS is the MTA-STS policy lookup (levels dane and mtasts, when
+	// MTA-STS is enabled); STSErr is set only for an invalid domain or an
+	// expired context.
+	STS    *mtastsfallback.Result
+	STSErr error
 
 	mu    sync.Mutex
 	hosts map[string]*hostState
@@ -124,7 +133,8 @@ type hostState struct {
 	err      error
 	usable   []dane.Record
 	unusable int
-	checked  *Verdict // CheckMX's verdict, completed by CheckConn
+	checked  *Verdict               // CheckMX's verdict, completed by CheckConn
+	sts      *mtastsfallback.Policy // MTA-STS policy covering this host, when DANE does not govern
 }
 
 // Destination starts the evaluation of a next-hop domain: its policy and,
@@ -145,6 +155,7 @@ func (e *Engine) Destination(ctx context.Context, domain string) *Destination {
 	if d.PolicyErr == nil && d.Policy.Level.usesDANE() {
 		d.MX, d.MXErr = e.disc.LookupMX(ctx, domain)
 	}
+	e.lookupSTS(ctx, d)
 	return d
 }
 
@@ -210,12 +221,12 @@ func (e *Engine) CheckMX(ctx context.Context, d *Destination, mx string) *Verdic
 	if h.Status == dane.HasTLSA {
 		hs.usable, hs.unusable = classify(h.TLSA)
 		v.Mechanism = MechDANE
-		return v
+		return e.checkMXSTS(v, d, hs)
 	}
 	if lvl == LevelDANEOnly {
 		return defer4(v, ReasonDANERequired, codePolicy, "dane-required", "DANE is required for this destination but MX host %s has no DNSSEC-signed TLSA records", v.MX)
 	}
-	return v
+	return e.checkMXSTS(v, d, hs)
 }
 
 func deferDNS(v *Verdict, err error, what string) *Verdict {
@@ -274,7 +285,11 @@ func (e *Engine) CheckConn(ctx context.Context, d *Destination, mx string, st tl
 		return checkFingerprint(&v, d, st)
 	}
 
-	// dane / mtasts with no TLSA for this host.
+	// dane / mtasts with no TLSA for this host: MTA-STS where a policy
+	// covers it (mtasts.go).
+	if hs.sts != nil {
+		return e.checkConnSTS(&v, hs, st)
+	}
 	v.Mechanism = MechNone
 	v.Reason = ReasonNoTLSA
 	if hs.host != nil && !hs.host.AddrSecure {

@@ -87,7 +87,10 @@ type Verdict struct {
 	// STSPolicyID is the id of the MTA-STS policy applied, STSMode its mode.
 	STSPolicyID string
 	STSMode     string
-	TLSVersion  string
+	// STSMXMatched: an enforce-mode MTA-STS policy lists this MX host
+	// (maddy's MX level "mtasts").
+	STSMXMatched bool
+	TLSVersion   string
 	// SMTP reply for Deferred verdicts.
 	Code         int
 	EnhancedCode [3]int
