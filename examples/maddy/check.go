@@ -18,6 +18,7 @@ import (
 	"github.com/maddy-dane/daneguard/dane"
 	"github.com/maddy-dane/daneguard/internal/checker"
 	"github.com/maddy-dane/daneguard/internal/engine"
+	mtastsfallback "github.com/maddy-dane/daneguard/mtasts_fallback"
 	"github.com/urfave/cli/v2"
 )
 
@@ -115,10 +116,30 @@ func runCheck(c *cli.Context) error {
 		pol.Source = "command-line"
 		base.Policies = func(context.Context, string) (engine.DomainPolicy, bool, error) { return pol, true, nil }
 	}
+	// MTA-STS: on unless --no-mtasts or the configuration turns it off
+	// (`mtasts off`). The checker never uses the server's MTA-STS manager
+	// and store: it looks policies up afresh, in memory.
+	sts := !c.Bool("no-mtasts")
+	if c.IsSet("config") && base.STS == nil {
+		sts = false
+	}
+	base.STS = nil
+
 	// A fresh engine (and cache) with the configured policies.
 	eng, err := engine.New(base)
 	if err != nil {
 		return usageErr("%v", err)
+	}
+	if sts {
+		mgr, err := mtastsfallback.NewManager(mtastsfallback.Config{
+			LookupTXT: eng.LookupTXT,
+			Fetcher:   &mtastsfallback.Fetcher{RootCAs: base.Roots},
+		})
+		if err != nil {
+			return usageErr("%v", err)
+		}
+		defer mgr.Close()
+		eng.SetSTS(mgr)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -128,7 +149,7 @@ func runCheck(c *cli.Context) error {
 		Connect:   c.Bool("connect"),
 		HeloName:  c.String("helo"),
 		Timeout:   c.Duration("timeout"),
-		MTASTS:    !c.Bool("no-mtasts"),
+		MTASTS:    sts,
 		Roots:     base.Roots,
 		Resolvers: resolvers,
 	}, domain)

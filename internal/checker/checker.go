@@ -137,7 +137,11 @@ func (c *run) check(ctx context.Context, domain string) *Report {
 	}
 
 	if c.opts.MTASTS {
-		r.MTASTS = c.lookupSTS(ctx, domain)
+		if dst.STS != nil || dst.STSErr != nil {
+			r.MTASTS = c.engineSTS(dst)
+		} else {
+			r.MTASTS = c.lookupSTS(ctx, domain)
+		}
 	}
 
 	if mx != nil {
@@ -229,10 +233,39 @@ func daneInfo(dh *dane.Host) DANE {
 	return d
 }
 
+// engineSTS reports the MTA-STS policy the engine found for dst, the one
+// its verdicts apply.
+func (c *run) engineSTS(dst *engine.Destination) *STS {
+	s := &STS{From: "engine"}
+	err := dst.STSErr
+	if dst.STS != nil {
+		s.PolicySource = string(dst.STS.Source)
+		if err == nil {
+			err = dst.STS.Err
+		}
+		if p := dst.STS.Policy; p != nil {
+			c.sts = p
+			s.ID, s.Mode, s.MX, s.MaxAge = p.ID, string(p.Mode), p.MX, p.MaxAge
+		}
+	}
+	var se *mtastsfallback.Error
+	switch {
+	case err == nil:
+		if s.Mode == "" {
+			s.TXTError = mtastsfallback.ErrNoRecord.Error()
+		}
+	case errors.As(err, &se) && (se.Code == mtastsfallback.CodeDNS || se.Code == mtastsfallback.CodeTXTInvalid):
+		s.TXTError = err.Error()
+	default:
+		s.FetchError = err.Error()
+	}
+	return s
+}
+
 // lookupSTS does a one-shot MTA-STS discovery (RFC 8461 §3): the TXT
 // record through the engine's resolver, then the policy over HTTPS.
 func (c *run) lookupSTS(ctx context.Context, domain string) *STS {
-	s := &STS{}
+	s := &STS{From: "lookup"}
 	ans, err := c.q.Query(ctx, "_mta-sts."+domain, dns.TypeTXT)
 	if err != nil {
 		s.TXTError = err.Error()

@@ -91,20 +91,28 @@ func newBed(t *testing.T) *bed {
 	zone("bogus.example", dnsbed.BadSignatures()).Add(t, "@ MX 10 mx", "mx A 127.0.0.99")
 
 	// MTA-STS: TXT record, policy host with a certificate from the test CA.
-	sts := b.ca.Leaf(t, pki.LeafOptions{DNSNames: []string{"mta-sts.sts.example", "mx.sts.example"}})
+	// stsbad.example's policy does not list its MX host.
+	sts := b.ca.Leaf(t, pki.LeafOptions{DNSNames: []string{"mta-sts.sts.example", "mx.sts.example", "mta-sts.stsbad.example", "mx.stsbad.example"}})
 	ips := b.smtp("mx.sts.example", sts)
+	ipsBad := b.smtp("mx.stsbad.example", sts)
 	b.ip++
 	ipWeb := fmt.Sprintf("127.0.0.%d", b.ip)
-	zone("sts.example").Add(t, "@ MX 10 mx", "mx A "+ips, "mta-sts A "+ipWeb,
+	zone("sts.example", dnsbed.Unsigned()).Add(t, "@ MX 10 mx", "mx A "+ips, "mta-sts A "+ipWeb,
 		`_mta-sts TXT "v=STSv1; id=20261201T1;"`)
+	zone("stsbad.example", dnsbed.Unsigned()).Add(t, "@ MX 10 mx", "mx A "+ipsBad, "mta-sts A "+ipWeb,
+		`_mta-sts TXT "v=STSv1; id=20261201T2;"`)
 	ln, err := net.Listen("tcp", ipWeb+":443")
 	if err != nil {
 		t.Fatal(err)
 	}
 	web := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")
-			fmt.Fprint(w, "version: STSv1\r\nmode: enforce\r\nmx: mx.sts.example\r\nmax_age: 86400\r\n")
+			mx := "mx.sts.example"
+			if strings.HasPrefix(r.Host, "mta-sts.stsbad.example") {
+				mx = "mx.elsewhere.example"
+			}
+			fmt.Fprintf(w, "version: STSv1\r\nmode: enforce\r\nmx: %s\r\nmax_age: 86400\r\n", mx)
 		}),
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{sts.TLSCertificate()}},
 	}
@@ -114,6 +122,21 @@ func newBed(t *testing.T) *bed {
 	b.dns.Start(t, "127.0.0.2:53")
 	dnsbed.StartUnbound(t, b.dns, dnsbed.UnboundOptions{})
 	return b
+}
+
+// stsEngine is engine with MTA-STS on, as `maddy check` builds it.
+func (b *bed) stsEngine(pol engine.PolicyLookup) *engine.Engine {
+	eng := b.engine(pol)
+	mgr, err := mtastsfallback.NewManager(mtastsfallback.Config{
+		LookupTXT: eng.LookupTXT,
+		Fetcher:   &mtastsfallback.Fetcher{RootCAs: b.ca.Pool(), Timeout: 10 * time.Second},
+	})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Cleanup(func() { _ = mgr.Close() })
+	eng.SetSTS(mgr)
+	return eng
 }
 
 func (b *bed) engine(pol engine.PolicyLookup) *engine.Engine {
@@ -339,9 +362,26 @@ func TestChecker(t *testing.T) {
 		want(t, m, checker.ExitDeferred, "exit_code")
 	})
 
-	t.Run("mta-sts", func(t *testing.T) {
+	t.Run("mta-sts-one-shot", func(t *testing.T) {
+		// The engine has no MTA-STS component: the lookup is shown for
+		// information and the verdict ignores it.
 		f := &mtastsfallback.Fetcher{RootCAs: b.ca.Pool(), Timeout: 10 * time.Second}
 		rep, m := b.check(checker.Options{Connect: true, MTASTS: true, Fetcher: f}, "sts.example")
+		want(t, m, "lookup", "mta_sts", "from")
+		want(t, m, "20261201T1", "mta_sts", "id")
+		want(t, m, "enforce", "mta_sts", "mode")
+		want(t, m, true, "hosts", 0, "mta_sts_mx_match")
+		want(t, m, "ok", "hosts", 0, "connection", "mta_sts_check")
+		want(t, m, "encrypted", "result")
+		if rep.MTASTS.FetchError != "" {
+			t.Errorf("fetch error: %s", rep.MTASTS.FetchError)
+		}
+	})
+
+	t.Run("mta-sts", func(t *testing.T) {
+		rep, m := b.check(checker.Options{Engine: b.stsEngine(nil), Connect: true, MTASTS: true}, "sts.example")
+		want(t, m, "engine", "mta_sts", "from")
+		want(t, m, "fetched", "mta_sts", "policy_source")
 		want(t, m, "20261201T1", "mta_sts", "id")
 		want(t, m, "enforce", "mta_sts", "mode")
 		want(t, m, "[mx.sts.example]", "mta_sts", "mx")
@@ -350,6 +390,21 @@ func TestChecker(t *testing.T) {
 		want(t, m, "ok", "hosts", 0, "connection", "mta_sts_check")
 		if rep.MTASTS.FetchError != "" {
 			t.Errorf("fetch error: %s", rep.MTASTS.FetchError)
+		}
+		want(t, m, "authenticated", "hosts", 0, "connection", "verdict", "result")
+		want(t, m, "mtasts-valid", "hosts", 0, "connection", "verdict", "reason")
+		want(t, m, "20261201T1", "hosts", 0, "connection", "verdict", "sts_id")
+		want(t, m, "authenticated", "result")
+
+		// The policy does not list the MX host: refused before connecting.
+		before := b.srvs["mx.stsbad.example"].ConnectionCount()
+		_, m = b.check(checker.Options{Engine: b.stsEngine(nil), Connect: true, MTASTS: true}, "stsbad.example")
+		want(t, m, false, "hosts", 0, "mta_sts_mx_match")
+		want(t, m, "deferred", "hosts", 0, "mx_check", "result")
+		want(t, m, "mtasts-mx-mismatch", "hosts", 0, "mx_check", "reason")
+		want(t, m, checker.ExitDeferred, "exit_code")
+		if n := b.srvs["mx.stsbad.example"].ConnectionCount(); n != before {
+			t.Error("checker connected to an MX host the MTA-STS policy excludes")
 		}
 	})
 
@@ -451,6 +506,16 @@ smtp tcp://127.0.0.1:2599 {
 		if code != checker.ExitUnauthenticated {
 			t.Errorf("exit status %d, want %d", code, checker.ExitUnauthenticated)
 		}
+		// MTA-STS through the binary: the engine applies it.
+		caPEM := b.ca.WritePEM(t, dir)
+		code, out = run("--json", "--connect", "--roots", caPEM, "sts.example")
+		_, m = decode(t, out)
+		want(t, m, "engine", "mta_sts", "from")
+		want(t, m, "mtasts-valid", "hosts", 0, "connection", "verdict", "reason")
+		if code != checker.ExitAuthenticated {
+			t.Errorf("exit status %d, want %d", code, checker.ExitAuthenticated)
+		}
+
 		// Usage errors.
 		if code, _ := run("--json"); code != checker.ExitUsage {
 			t.Errorf("no domain: exit %d", code)

@@ -86,8 +86,15 @@ type MX struct {
 	Error    string `json:"error,omitempty"`
 }
 
-// STS is the domain's MTA-STS state, from a one-shot lookup.
+// STS is the domain's MTA-STS state.
 type STS struct {
+	// From is "engine" when the engine's MTA-STS component looked the
+	// policy up for its decision (levels dane and mtasts with MTA-STS on),
+	// "lookup" for a one-shot lookup shown for information only.
+	From string `json:"from"`
+	// PolicySource is the engine's source of the policy: fetched, cache,
+	// stale or none.
+	PolicySource string `json:"policy_source,omitempty"`
 	// ID is the id of the _mta-sts TXT record; empty when none.
 	ID string `json:"id,omitempty"`
 	// TXTError explains a missing or invalid TXT record.
@@ -180,6 +187,8 @@ type Verdict struct {
 	TLSA         string `json:"tlsa,omitempty"`
 	TLSABase     string `json:"tlsa_base,omitempty"`
 	TLSVersion   string `json:"tls_version,omitempty"`
+	STSPolicyID  string `json:"sts_id,omitempty"`
+	STSMode      string `json:"sts_mode,omitempty"`
 	Detail       string `json:"detail,omitempty"`
 	SMTPCode     int    `json:"smtp_code,omitempty"`
 	EnhancedCode string `json:"smtp_enhanced_code,omitempty"`
@@ -189,16 +198,18 @@ type Verdict struct {
 
 func verdictOf(v *engine.Verdict) Verdict {
 	out := Verdict{
-		Result:     string(v.Result),
-		Reason:     string(v.Reason),
-		Mechanism:  string(v.Mechanism),
-		Level:      string(v.Level),
-		MXSecure:   v.MXSecure,
-		TLSA:       v.TLSA,
-		TLSABase:   v.TLSABase,
-		TLSVersion: v.TLSVersion,
-		Detail:     v.Detail,
-		ReportType: v.ReportType,
+		Result:      string(v.Result),
+		Reason:      string(v.Reason),
+		Mechanism:   string(v.Mechanism),
+		Level:       string(v.Level),
+		MXSecure:    v.MXSecure,
+		TLSA:        v.TLSA,
+		TLSABase:    v.TLSABase,
+		TLSVersion:  v.TLSVersion,
+		STSPolicyID: v.STSPolicyID,
+		STSMode:     v.STSMode,
+		Detail:      v.Detail,
+		ReportType:  v.ReportType,
 	}
 	if out.Result == "" {
 		// CheckMX leaves the result empty when nothing stops a

@@ -56,6 +56,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		p(1, "MX RRset:   %d host(s), %s%s, TTL %ds", len(r.Hosts), secure(r.MX.Secure), exp, r.MX.TTL)
 	}
 	if s := r.MTASTS; s != nil {
+		if s.From == "engine" {
+			p(1, "MTA-STS:    as the engine applies it (policy source: %s)", s.PolicySource)
+		}
 		switch {
 		case s.ID == "":
 			p(1, "MTA-STS:    none published (%s)", s.TXTError)
