@@ -515,6 +515,14 @@ smtp tcp://127.0.0.1:2599 {
 		if code != checker.ExitAuthenticated {
 			t.Errorf("exit status %d, want %d", code, checker.ExitAuthenticated)
 		}
+		code, out = run("--connect", "--roots", caPEM, "sts.example")
+		t.Logf("text output:\n%s", out)
+		if !bytes.Contains(out, []byte("mode enforce, max_age 86400, mx mx.sts.example [applied; policy source fetched]")) {
+			t.Errorf("text output lacks the MTA-STS policy:\n%s", out)
+		}
+		if code != checker.ExitAuthenticated {
+			t.Errorf("exit status %d, want %d", code, checker.ExitAuthenticated)
+		}
 
 		// Usage errors.
 		if code, _ := run("--json"); code != checker.ExitUsage {

@@ -56,16 +56,20 @@ func (r *Report) WriteText(w io.Writer) error {
 		p(1, "MX RRset:   %d host(s), %s%s, TTL %ds", len(r.Hosts), secure(r.MX.Secure), exp, r.MX.TTL)
 	}
 	if s := r.MTASTS; s != nil {
+		from := " [looked up for information; not applied at this level]"
 		if s.From == "engine" {
-			p(1, "MTA-STS:    as the engine applies it (policy source: %s)", s.PolicySource)
+			from = " [applied; policy source " + s.PolicySource + "]"
 		}
 		switch {
-		case s.ID == "":
-			p(1, "MTA-STS:    none published (%s)", s.TXTError)
+		case s.Mode != "":
+			p(1, "MTA-STS:    id %s, mode %s, max_age %d, mx %s%s", s.ID, s.Mode, s.MaxAge, strings.Join(s.MX, " "), from)
+			if s.FetchError != "" || s.TXTError != "" {
+				p(2, "refresh failed: %s%s", s.TXTError, s.FetchError)
+			}
 		case s.FetchError != "":
-			p(1, "MTA-STS:    TXT id %s, policy fetch FAILED: %s", s.ID, s.FetchError)
+			p(1, "MTA-STS:    TXT id %s, policy fetch FAILED: %s%s", s.ID, s.FetchError, from)
 		default:
-			p(1, "MTA-STS:    TXT id %s, mode %s, max_age %d, mx %s", s.ID, s.Mode, s.MaxAge, strings.Join(s.MX, " "))
+			p(1, "MTA-STS:    none published (%s)%s", s.TXTError, from)
 		}
 	}
 	for _, h := range r.Hosts {
@@ -142,7 +146,7 @@ func secure(s bool) string {
 	if s {
 		return "DNSSEC secure"
 	}
-	return "insecure (not DNSSEC-validated)"
+	return "insecure, not DNSSEC-validated"
 }
 
 func verdictText(v Verdict) string {
