@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -74,6 +75,12 @@ func runCheck(c *cli.Context) error {
 		resolvers []string
 		cleanup   = func() {}
 	)
+	rootsPath := c.Path("roots")
+	if rootsPath != "" {
+		if abs, err := filepath.Abs(rootsPath); err == nil {
+			rootsPath = abs
+		}
+	}
 	if c.IsSet("config") {
 		inst, done, err := loadDaneConfig(c.Path("config"))
 		if err != nil {
@@ -97,7 +104,7 @@ func runCheck(c *cli.Context) error {
 		}
 		base.Querier, resolvers = res, res.Servers()
 	}
-	if path := c.Path("roots"); path != "" {
+	if path := rootsPath; path != "" {
 		pem, err := os.ReadFile(path)
 		if err != nil {
 			return usageErr("roots: %v", err)
@@ -183,10 +190,22 @@ func loadDaneConfig(path string) (*daneguard.Policy, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	// The checker must not touch the running server's MTA-STS policy store
+	// (it builds its own MTA-STS component, in memory): drop mtasts_dir,
+	// and below hide the state directory, the store's default location.
+	nodes = withoutDirective(nodes, "dane", "mtasts_dir")
 	globals, blocks, err := maddy.ReadGlobals(nodes)
 	if err != nil {
 		return nil, nil, err
 	}
+	// Relative paths in maddy.conf (table files, roots) are relative to
+	// the state directory, where `maddy run` works.
+	if dir := config.StateDirectory; dir != "" {
+		if err := os.Chdir(dir); err != nil {
+			fmt.Fprintf(os.Stderr, "note: cannot enter the state directory (%v); relative paths in %s are taken from the current directory\n", err, path)
+		}
+	}
+	config.StateDirectory = ""
 	module.NoRun = true
 	done := func() { hooks.RunHooks(hooks.EventShutdown) }
 	_, mods, err := maddy.RegisterModules(globals, blocks)
@@ -213,4 +232,27 @@ func loadDaneConfig(path string) (*daneguard.Policy, func(), error) {
 		fmt.Fprintf(os.Stderr, "note: %d dane blocks in %s; using the first\n", len(insts), path)
 	}
 	return insts[0], done, nil
+}
+
+// withoutDirective returns nodes with every directive name removed from
+// the blocks called block, at any depth.
+func withoutDirective(nodes []config.Node, block, name string) []config.Node {
+	out := make([]config.Node, 0, len(nodes))
+	for _, n := range nodes {
+		children := withoutDirective(n.Children, block, name)
+		if n.Name == block {
+			kept := children[:0]
+			for _, c := range children {
+				if c.Name != name {
+					kept = append(kept, c)
+				}
+			}
+			children = kept
+		}
+		if n.Children != nil {
+			n.Children = children
+		}
+		out = append(out, n)
+	}
+	return out
 }

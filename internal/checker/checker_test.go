@@ -462,11 +462,12 @@ func TestChecker(t *testing.T) {
 runtime_dir %[1]s
 hostname sender.test
 table.file tls_policy {
-    file %[2]s
+    file tls_policy
 }
 target.remote remote {
     mx_auth {
         dane {
+            mtasts_dir %[1]s/sts-store
             resolver 127.0.0.1
             policy plain.example encrypt
             policy_table &tls_policy
@@ -476,7 +477,7 @@ target.remote remote {
 smtp tcp://127.0.0.1:2599 {
     deliver_to &remote
 }
-`, dir, table)
+`, dir)
 		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -497,6 +498,12 @@ smtp tcp://127.0.0.1:2599 {
 		want(t, m, "dane-required", "hosts", 0, "mx_check", "reason")
 		if code != checker.ExitDeferred {
 			t.Errorf("exit status %d, want %d", code, checker.ExitDeferred)
+		}
+		// The checker leaves the server's MTA-STS store alone.
+		for _, p := range []string{filepath.Join(dir, "sts-store"), filepath.Join(dir, "daneguard")} {
+			if _, err := os.Stat(p); !os.IsNotExist(err) {
+				t.Errorf("maddy check created %s (%v)", p, err)
+			}
 		}
 		// --level overrides the configured policy.
 		code, out = run("--config", conf, "--json", "--connect", "--no-mtasts", "--level", "none", "plain.example")
