@@ -14,6 +14,7 @@ import (
 	parser "github.com/foxcpp/maddy/framework/cfgparser"
 	"github.com/foxcpp/maddy/framework/config"
 	"github.com/foxcpp/maddy/framework/hooks"
+	"github.com/foxcpp/maddy/framework/log"
 	"github.com/foxcpp/maddy/framework/module"
 	"github.com/maddy-dane/daneguard"
 	"github.com/maddy-dane/daneguard/dane"
@@ -206,6 +207,12 @@ func loadDaneConfig(path string) (*daneguard.Policy, func(), error) {
 		}
 	}
 	config.StateDirectory = ""
+	if out := log.DefaultLogger.Out; out != nil {
+		// Hiding the state directory makes the dane block say that its
+		// MTA-STS policies stay in memory: true, expected, and not the
+		// operator's concern here.
+		log.DefaultLogger.Out = dropOutput{Output: out, prefix: "daneguard: MTA-STS policies are kept in memory only"}
+	}
 	module.NoRun = true
 	done := func() { hooks.RunHooks(hooks.EventShutdown) }
 	_, mods, err := maddy.RegisterModules(globals, blocks)
@@ -255,4 +262,17 @@ func withoutDirective(nodes []config.Node, block, name string) []config.Node {
 		out = append(out, n)
 	}
 	return out
+}
+
+// dropOutput is a maddy log output that drops messages starting with
+// prefix.
+type dropOutput struct {
+	log.Output
+	prefix string
+}
+
+func (d dropOutput) Write(stamp time.Time, debug bool, msg string) {
+	if !strings.HasPrefix(msg, d.prefix) {
+		d.Output.Write(stamp, debug, msg)
+	}
 }
