@@ -127,7 +127,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 	})
 	modconfig.Table(cfg, "policy_table", false, false, nil, &p.table)
 	cfg.Int("cache_max_entries", false, false, 100000, &maxEntries)
-	cfg.Duration("cache_max_ttl", false, false, time.Hour, &maxTTL)
+	boundedDuration(cfg, "cache_max_ttl", time.Hour, time.Second, 24*time.Hour, &maxTTL)
 	// RFC 9520 §3.2: failures are cached for at least 1 s, at most 5 min.
 	boundedDuration(cfg, "cache_failure_min", time.Second, time.Second, 5*time.Minute, &failMin)
 	boundedDuration(cfg, "cache_failure_max", 5*time.Minute, time.Second, 5*time.Minute, &failMax)

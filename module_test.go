@@ -58,6 +58,7 @@ func TestConfigErrors(t *testing.T) {
 		{"dane { policy example.org fingerprint sha256:zz }", "fingerprint"},
 		{"dane { policy example.org }", "usage: policy"},
 		{"dane { cache_failure_max 1h }", "cache_failure"},
+		{"dane { cache_max_ttl 0s }", "cache_max_ttl must be between"},
 	} {
 		grp, err := module.Get("mx_auth")("mx_auth", "", nil, nil)
 		if err != nil {

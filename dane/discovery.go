@@ -234,7 +234,10 @@ func (d *Discoverer) port() int {
 // (RFC 7672 §3.2.2): the TLSA base domain first; then, when the server was
 // found through a secure MX RRset (or is the domain's implicit MX), the
 // original next-hop domain and its CNAME-expanded form. With an insecure MX
-// RRset the MX host name is the only reference identifier.
+// RRset the next-hop domain is never a reference identifier; the MX host
+// name is, and so is the TLSA base domain when CNAME expansion made it
+// differ, since §3.2.2 makes the base domain the primary identifier "in
+// all DANE-TA(2) cases".
 func ReferenceNames(mx *MXSet, h *Host) []string {
 	var names []string
 	add := func(n string) {
@@ -257,6 +260,8 @@ func ReferenceNames(mx *MXSet, h *Host) []string {
 	if mx != nil && mx.Secure {
 		add(mx.Domain)
 		add(mx.Expanded)
+	} else {
+		add(h.Name)
 	}
 	return names
 }

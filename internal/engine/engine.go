@@ -205,6 +205,7 @@ func (e *Engine) CheckMX(ctx context.Context, d *Destination, mx string) *Verdic
 	}
 	if lvl == LevelDANEOnly && !v.MXSecure {
 		// RFC 7672 §2.2.1: insecure MX RRset and mandatory DANE: delay.
+		v.Mechanism = MechDANE
 		return defer4(v, ReasonDANERequired, codePolicy, "dane-required", "DANE is required for this destination but its MX records are not DNSSEC-signed")
 	}
 
@@ -224,6 +225,7 @@ func (e *Engine) CheckMX(ctx context.Context, d *Destination, mx string) *Verdic
 		return e.checkMXSTS(v, d, hs)
 	}
 	if lvl == LevelDANEOnly {
+		v.Mechanism = MechDANE
 		return defer4(v, ReasonDANERequired, codePolicy, "dane-required", "DANE is required for this destination but MX host %s has no DNSSEC-signed TLSA records", v.MX)
 	}
 	return e.checkMXSTS(v, d, hs)

@@ -32,7 +32,7 @@ const (
 	ReasonDANEMatchInsecure  Reason = "dane-match-insecure-mx" // matched, but the MX RRset was insecure
 	ReasonDANEUnusable       Reason = "tlsa-unusable"          // TLSA present, none usable: TLS required, any certificate
 	ReasonNoTLSA             Reason = "no-tlsa"                // DANE does not apply to this server
-	ReasonInsecureMX         Reason = "insecure-mx"            // the MX RRset is not DNSSEC-signed
+	ReasonInsecureMX         Reason = "insecure-mx"            // the MX host's address records are not DNSSEC-signed: DANE cannot apply
 	ReasonSTSValid           Reason = "mtasts-valid"           // MTA-STS enforce policy satisfied
 	ReasonSTSTestingFailure  Reason = "mtasts-testing-failure" // policy in testing mode failed; delivered anyway
 	ReasonVerifyValid        Reason = "webpki-valid"           // level verify satisfied
