@@ -51,7 +51,7 @@ authentication, 2 deferred, 3 usage or configuration error.`,
 			&cli.BoolFlag{Name: "trust-remote-resolver", Usage: "trust DNSSEC status from resolvers not on loopback"},
 			&cli.PathFlag{Name: "roots", Usage: "PEM file of trusted roots for the verify level and MTA-STS (default: the config's, else the system's)"},
 			&cli.BoolFlag{Name: "no-mtasts", Usage: "do not look up the MTA-STS policy"},
-			&cli.StringFlag{Name: "helo", Value: "localhost", Usage: "EHLO name used with --connect"},
+			&cli.StringFlag{Name: "helo", Value: "localhost", Usage: "EHLO name used with --connect (default with --config: the configuration's hostname)"},
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "time limit for each SMTP connection"},
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
@@ -71,6 +71,7 @@ func runCheck(c *cli.Context) error {
 	}
 	domain := c.Args().First()
 
+	helo := c.String("helo")
 	var (
 		base      engine.Config
 		resolvers []string
@@ -83,11 +84,14 @@ func runCheck(c *cli.Context) error {
 		}
 	}
 	if c.IsSet("config") {
-		inst, done, err := loadDaneConfig(c.Path("config"))
+		inst, hostname, done, err := loadDaneConfig(c.Path("config"))
 		if err != nil {
 			return usageErr("configuration: %v", err)
 		}
 		cleanup = done
+		if !c.IsSet("helo") && hostname != "" {
+			helo = hostname
+		}
 		base = inst.Engine().Config()
 		resolvers = inst.Resolvers()
 	} else {
@@ -155,7 +159,7 @@ func runCheck(c *cli.Context) error {
 	rep, err := checker.Run(ctx, checker.Options{
 		Engine:    eng,
 		Connect:   c.Bool("connect"),
-		HeloName:  c.String("helo"),
+		HeloName:  helo,
 		Timeout:   c.Duration("timeout"),
 		MTASTS:    sts,
 		Roots:     base.Roots,
@@ -181,15 +185,15 @@ func runCheck(c *cli.Context) error {
 // loadDaneConfig initializes the configuration like `maddy run` would,
 // without starting endpoints or queues, and returns the first `dane { }`
 // policy it built. done releases what the configuration opened.
-func loadDaneConfig(path string) (*daneguard.Policy, func(), error) {
+func loadDaneConfig(path string) (*daneguard.Policy, string, func(), error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	defer f.Close()
 	nodes, err := parser.Read(f, path)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	// The checker must not touch the running server's MTA-STS policy store
 	// (it builds its own MTA-STS component, in memory): drop mtasts_dir,
@@ -197,7 +201,7 @@ func loadDaneConfig(path string) (*daneguard.Policy, func(), error) {
 	nodes = withoutDirective(nodes, "dane", "mtasts_dir")
 	globals, blocks, err := maddy.ReadGlobals(nodes)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	// Relative paths in maddy.conf (table files, roots) are relative to
 	// the state directory, where `maddy run` works.
@@ -218,7 +222,7 @@ func loadDaneConfig(path string) (*daneguard.Policy, func(), error) {
 	_, mods, err := maddy.RegisterModules(globals, blocks)
 	if err != nil {
 		done()
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	before := len(daneguard.Instances())
 	for _, m := range mods {
@@ -227,18 +231,19 @@ func loadDaneConfig(path string) (*daneguard.Policy, func(), error) {
 		}
 		if err := m.Instance.Init(config.NewMap(globals, m.Cfg)); err != nil {
 			done()
-			return nil, nil, err
+			return nil, "", nil, err
 		}
 	}
 	insts := daneguard.Instances()[before:]
 	if len(insts) == 0 {
 		done()
-		return nil, nil, errors.New("no target.remote block with mx_auth { dane { ... } } found in " + path)
+		return nil, "", nil, errors.New("no target.remote block with mx_auth { dane { ... } } found in " + path)
 	}
 	if len(insts) > 1 {
 		fmt.Fprintf(os.Stderr, "note: %d dane blocks in %s; using the first\n", len(insts), path)
 	}
-	return insts[0], done, nil
+	hostname, _ := globals["hostname"].(string)
+	return insts[0], hostname, done, nil
 }
 
 // withoutDirective returns nodes with every directive name removed from

@@ -274,6 +274,11 @@ func TestChecker(t *testing.T) {
 		if len(crt) != 1 || len(crt[0].SHA256) != 64 || len(crt[0].SPKISHA256) != 64 || crt[0].DNSNames[0] != "mx2.dane.example" {
 			t.Errorf("certificates: %+v", crt)
 		}
+		// Like maddy: SNI is the MX host name.
+		conns := b.srvs["mx2.dane.example"].Connections()
+		if last := conns[len(conns)-1]; last.ServerName != "mx2.dane.example" || last.Helo != "localhost" || !last.StartTLS {
+			t.Errorf("connection seen by the server: %+v", last)
+		}
 		var text bytes.Buffer
 		if err := rep.WriteText(&text); err != nil {
 			t.Fatal(err)
@@ -485,6 +490,11 @@ smtp tcp://127.0.0.1:2599 {
 		_, m = decode(t, out)
 		want(t, m, "encrypt", "policy", "level")
 		want(t, m, "inline", "policy", "source")
+		// The EHLO name is the configuration's hostname.
+		conns := b.srvs["mx.plain.example"].Connections()
+		if h := conns[len(conns)-1].Helo; h != "sender.test" {
+			t.Errorf("EHLO %q, want the configured hostname", h)
+		}
 		want(t, m, "starttls-not-supported", "hosts", 0, "connection", "verdict", "reason")
 		want(t, m, "4.7.4", "hosts", 0, "connection", "verdict", "smtp_enhanced_code")
 		if code != checker.ExitDeferred {
