@@ -83,8 +83,16 @@ func runCheck(c *cli.Context) error {
 			rootsPath = abs
 		}
 	}
-	if c.IsSet("config") {
-		inst, hostname, done, err := loadDaneConfig(c.Path("config"))
+	// --config after "check", or maddy's global --config / MADDY_CONFIG.
+	configPath := ""
+	for _, ctx := range c.Lineage() {
+		if ctx.IsSet("config") {
+			configPath = ctx.Path("config")
+			break
+		}
+	}
+	if configPath != "" {
+		inst, hostname, done, err := loadDaneConfig(configPath)
 		if err != nil {
 			return usageErr("configuration: %v", err)
 		}
@@ -132,7 +140,7 @@ func runCheck(c *cli.Context) error {
 	// (`mtasts off`). The checker never uses the server's MTA-STS manager
 	// and store: it looks policies up afresh, in memory.
 	sts := !c.Bool("no-mtasts")
-	if c.IsSet("config") && base.STS == nil {
+	if configPath != "" && base.STS == nil {
 		sts = false
 	}
 	base.STS = nil

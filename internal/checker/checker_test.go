@@ -415,10 +415,10 @@ func TestChecker(t *testing.T) {
 
 	t.Run("binary", func(t *testing.T) {
 		bin := maddybed.Binary(t)
-		run := func(args ...string) (int, []byte) {
+		runRaw := func(args ...string) (int, []byte) {
 			t.Helper()
 			var out, errb bytes.Buffer
-			cmd := exec.Command(bin, append([]string{"check"}, args...)...)
+			cmd := exec.Command(bin, args...)
 			cmd.Stdout, cmd.Stderr = &out, &errb
 			err := cmd.Run()
 			code := 0
@@ -427,8 +427,12 @@ func TestChecker(t *testing.T) {
 			} else if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("maddy check %s: exit %d, stderr %s", strings.Join(args, " "), code, errb.String())
+			t.Logf("maddy %s: exit %d, stderr %s", strings.Join(args, " "), code, errb.String())
 			return code, out.Bytes()
+		}
+		run := func(args ...string) (int, []byte) {
+			t.Helper()
+			return runRaw(append([]string{"check"}, args...)...)
 		}
 
 		code, out := run("--json", "--connect", "--no-mtasts", "--resolver", "127.0.0.1", "dane.example")
@@ -515,6 +519,11 @@ smtp tcp://127.0.0.1:2599 {
 				t.Errorf("maddy check created %s (%v)", p, err)
 			}
 		}
+		// maddy's global --config works too.
+		_, out = runRaw("--config", conf, "check", "--json", "--no-mtasts", "notlsa.example")
+		_, m = decode(t, out)
+		want(t, m, ".example", "policy", "key")
+
 		// --level overrides the configured policy.
 		code, out = run("--config", conf, "--json", "--connect", "--no-mtasts", "--level", "none", "plain.example")
 		_, m = decode(t, out)
