@@ -107,7 +107,10 @@ func runCheck(c *cli.Context) error {
 	}
 	defer cleanup()
 
-	if servers := c.StringSlice("resolver"); len(servers) != 0 || base.Querier == nil {
+	if servers := c.StringSlice("resolver"); len(servers) != 0 || base.Querier == nil || c.Bool("trust-remote-resolver") {
+		if len(servers) == 0 {
+			servers = resolvers // the configuration's, or resolv.conf's
+		}
 		res, err := dane.NewResolver(dane.ResolverConfig{Servers: servers, TrustRemote: c.Bool("trust-remote-resolver")})
 		if err != nil {
 			return usageErr("resolver: %v", err)
