@@ -65,6 +65,10 @@ func TestEndToEndPolicy(t *testing.T) {
 
 	// Inline entries.
 	sDaneOnly := host("only.example", self("mx.only.example"), true)
+	// dane-only with only unusable TLSA records (PKIX-EE): no authentication
+	// possible, so no delivery.
+	unLeaf := self("mx.onlyunusable.example")
+	sOnlyUnusable := host("onlyunusable.example", unLeaf, true, pki.TLSA(t, "_25._tcp.mx.onlyunusable.example.", 1, 1, 1, unLeaf.Cert))
 	sEncNoTLS := host("encnotls.example", nil, true)
 	sEncOK := host("encok.example", self("mx.encok.example"), false)
 	// none: a TLSA record is published, the server has no STARTTLS; level
@@ -122,6 +126,7 @@ func TestEndToEndPolicy(t *testing.T) {
 			MXAuth: fmt.Sprintf(`dane {
             roots %s
             policy only.example dane-only
+            policy onlyunusable.example dane-only
             policy encnotls.example encrypt
             policy encok.example encrypt
             policy none.example none
@@ -139,21 +144,21 @@ func TestEndToEndPolicy(t *testing.T) {
 			srv             *smtpbed.Server
 			verdict, reason string
 			enh             string // deferrals: enhanced code in the reply text
-			source, key     string // where the policy came from
 		}{
-			{"dane-only-without-tlsa", "only.example", sDaneOnly, "deferred", "dane-required", "4.7.5", "inline", "only.example"},
-			{"encrypt-without-starttls", "encnotls.example", sEncNoTLS, "deferred", "starttls-not-supported", "4.7.4", "inline", ""},
-			{"encrypt-any-certificate", "encok.example", sEncOK, "encrypted", "encrypt-satisfied", "", "", ""},
-			{"none-plaintext-despite-tlsa", "none.example", sNone, "plaintext", "policy-none", "", "", ""},
-			{"fingerprint-match", "pin.example", sPin, "authenticated", "fingerprint-match", "", "", ""},
-			{"fingerprint-mismatch", "pinbad.example", sPinBad, "deferred", "fingerprint-mismatch", "4.7.5", "", ""},
-			{"verify-webpki", "webpki.example", sWeb, "authenticated", "webpki-valid", "", "", ""},
-			{"verify-self-signed", "webpkibad.example", sWebBad, "deferred", "webpki-invalid", "4.7.5", "", ""},
-			{"table-dane-only", "tblonly.example", sTblOnly, "deferred", "dane-required", "4.7.5", "", ""},
-			{"table-fingerprint", "tblpin.example", sTblPin, "authenticated", "fingerprint-match", "", "", ""},
-			{"table-parent-entry", "a.sub.example", sSubChild, "deferred", "starttls-not-supported", "4.7.4", "", ""},
-			{"table-parent-not-itself", "sub.example", sSubApex, "plaintext", "insecure-mx", "", "", ""},
-			{"table-malformed-defers", "broken.example", sBroken, "deferred", "policy-lookup-failure", "4.4.3", "", ""},
+			{"dane-only-without-tlsa", "only.example", sDaneOnly, "deferred", "dane-required", "4.7.5"},
+			{"dane-only-unusable-tlsa", "onlyunusable.example", sOnlyUnusable, "deferred", "dane-required", "4.7.5"},
+			{"encrypt-without-starttls", "encnotls.example", sEncNoTLS, "deferred", "starttls-not-supported", "4.7.4"},
+			{"encrypt-any-certificate", "encok.example", sEncOK, "encrypted", "encrypt-satisfied", ""},
+			{"none-plaintext-despite-tlsa", "none.example", sNone, "plaintext", "policy-none", ""},
+			{"fingerprint-match", "pin.example", sPin, "authenticated", "fingerprint-match", ""},
+			{"fingerprint-mismatch", "pinbad.example", sPinBad, "deferred", "fingerprint-mismatch", "4.7.5"},
+			{"verify-webpki", "webpki.example", sWeb, "authenticated", "webpki-valid", ""},
+			{"verify-self-signed", "webpkibad.example", sWebBad, "deferred", "webpki-invalid", "4.7.5"},
+			{"table-dane-only", "tblonly.example", sTblOnly, "deferred", "dane-required", "4.7.5"},
+			{"table-fingerprint", "tblpin.example", sTblPin, "authenticated", "fingerprint-match", ""},
+			{"table-parent-entry", "a.sub.example", sSubChild, "deferred", "starttls-not-supported", "4.7.4"},
+			{"table-parent-not-itself", "sub.example", sSubApex, "plaintext", "insecure-mx", ""},
+			{"table-malformed-defers", "broken.example", sBroken, "deferred", "policy-lookup-failure", "4.4.3"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				before := len(verdictFor(m, tc.domain))

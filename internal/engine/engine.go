@@ -222,6 +222,12 @@ func (e *Engine) CheckMX(ctx context.Context, d *Destination, mx string) *Verdic
 	if h.Status == dane.HasTLSA {
 		hs.usable, hs.unusable = classify(h.TLSA)
 		v.Mechanism = MechDANE
+		if lvl == LevelDANEOnly && len(hs.usable) == 0 {
+			// Mandatory DANE authenticates with usable records only; a
+			// set of unusable ones gives encryption, not authentication
+			// (RFC 7672 §2.2), which dane-only does not settle for.
+			return defer4(v, ReasonDANERequired, codePolicy, "dane-required", "DANE is required for this destination but MX host %s publishes no usable TLSA records", v.MX)
+		}
 		return e.checkMXSTS(v, d, hs)
 	}
 	if lvl == LevelDANEOnly {
