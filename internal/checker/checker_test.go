@@ -87,6 +87,11 @@ func newBed(t *testing.T) *bed {
 	ipn := b.smtp("mx.notlsa.example", self("mx.notlsa.example"))
 	zone("notlsa.example").Add(t, "@ MX 10 mx", "mx A "+ipn)
 
+	// No MX records: the domain is its own server; a null MX (RFC 7505).
+	ipi := b.smtp("implicit.example", self("implicit.example"))
+	zone("implicit.example").Add(t, "@ A "+ipi, tlsa(t, "implicit.example", 3, 1, 1, self("other.invalid")))
+	zone("nullmx.example").Add(t, "@ MX 0 .")
+
 	// Broken signatures: the MX lookup fails (SERVFAIL from unbound).
 	zone("bogus.example", dnsbed.BadSignatures()).Add(t, "@ MX 10 mx", "mx A 127.0.0.99")
 
@@ -356,6 +361,26 @@ func TestChecker(t *testing.T) {
 		want(t, m, 0, "hosts", "#len")
 		want(t, m, "deferred", "result")
 		want(t, m, checker.ExitDeferred, "exit_code")
+	})
+
+	t.Run("implicit-mx", func(t *testing.T) {
+		_, m := b.check(checker.Options{Connect: true}, "implicit.example")
+		want(t, m, true, "mx", "implicit")
+		want(t, m, "implicit.example", "hosts", 0, "name")
+		want(t, m, "tlsa", "hosts", 0, "dane", "status")
+		want(t, m, "tlsa-mismatch", "hosts", 0, "connection", "verdict", "reason")
+		want(t, m, checker.ExitDeferred, "exit_code")
+	})
+
+	t.Run("null-mx", func(t *testing.T) {
+		rep, m := b.check(checker.Options{}, "nullmx.example")
+		want(t, m, true, "mx", "null_mx")
+		want(t, m, 0, "hosts", "#len")
+		want(t, m, "deferred", "result")
+		var text bytes.Buffer
+		if err := rep.WriteText(&text); err != nil || !strings.Contains(text.String(), "null MX (accepts no mail)") {
+			t.Errorf("text output (%v):\n%s", err, text.String())
+		}
 	})
 
 	t.Run("bogus-mx-defers", func(t *testing.T) {
