@@ -56,6 +56,7 @@ type Policy struct {
 	sts      *stsState // MTA-STS (module_mtasts.go); nil when off
 
 	closeOnce sync.Once
+	stopSweep context.CancelFunc // ends the cache sweeper (module_cache.go)
 }
 
 // New is the module factory registered under ModuleName.
@@ -186,6 +187,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 		return err
 	}
 	registerMetrics(p)
+	p.startCacheSweeper()
 	trackInstance(p)
 	p.log.DebugMsg("initialized", "resolvers", strings.Join(p.resolver.Servers(), ","), "default_level", string(lvl))
 	return nil
@@ -258,7 +260,12 @@ func policyKeys(domain string) []string {
 
 // Close releases the module's resources at shutdown.
 func (p *Policy) Close() error {
-	p.closeOnce.Do(p.stopMTASTS)
+	p.closeOnce.Do(func() {
+		if p.stopSweep != nil {
+			p.stopSweep()
+		}
+		p.stopMTASTS()
+	})
 	return nil
 }
 
@@ -296,7 +303,9 @@ func (d *delivery) dest(ctx context.Context, domain string) *engine.Destination 
 	if ok {
 		return dst
 	}
+	start := time.Now()
 	dst = d.p.eng.Destination(ctx, key)
+	observeLookup(stageDestination, start)
 	countSTS(dst)
 	d.mu.Lock()
 	d.dests[key] = dst
@@ -324,7 +333,9 @@ func (d *delivery) CheckMX(ctx context.Context, mxLevel module.MXLevel, domain, 
 		return module.MXNone, notInitialized()
 	}
 	dst := d.dest(ctx, domain)
+	start := time.Now()
 	v := d.p.eng.CheckMX(ctx, dst, mx)
+	observeLookup(stageMX, start)
 	if !v.OK() {
 		d.p.logVerdict(d.msgID, v, "mx")
 		return module.MXNone, smtpError(v)
@@ -340,7 +351,9 @@ func (d *delivery) CheckConn(ctx context.Context, mxLevel module.MXLevel, tlsLev
 		return module.TLSNone, notInitialized()
 	}
 	dst := d.dest(ctx, domain)
+	start := time.Now()
 	v := d.p.eng.CheckConn(ctx, dst, mx, st)
+	observeLookup(stageConn, start)
 	d.p.logVerdict(d.msgID, v, "conn")
 	if !v.OK() {
 		return module.TLSNone, smtpError(v)

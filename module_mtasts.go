@@ -101,6 +101,10 @@ func (p *Policy) startMTASTS(s stsSettings, roots *x509.CertPool) error {
 	}
 	p.sts = &stsState{mgr: mgr, dir: dir, release: release}
 	p.eng.SetSTS(mgr)
+	if module.NoRun {
+		// verify-config and maddy's ctl commands: no background work.
+		return nil
+	}
 	go mgr.Run(context.Background())
 	p.log.DebugMsg("MTA-STS enabled", "mtasts_dir", dir)
 	return nil

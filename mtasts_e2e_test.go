@@ -2,10 +2,10 @@ package daneguard_test
 
 import (
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/foxcpp/maddy/framework/config"
 	"github.com/foxcpp/maddy/framework/module"
@@ -36,22 +36,6 @@ func (w *world) stsDomain(sts *stsbed.Server, domain, id, policy string, cert *p
 		site.SetPolicy(policy)
 	}
 	return z, site, srv
-}
-
-// stsVerdict waits for a verdict line for domain beyond the first before
-// ones and returns the last: maddy answers the submission before the test
-// has necessarily read the log line written just before the answer.
-func stsVerdict(t *testing.T, m *maddybed.Maddy, domain string, before int) maddybed.Entry {
-	t.Helper()
-	c := ctx(t)
-	for len(verdictFor(m, domain)) <= before {
-		select {
-		case <-c.Done():
-			t.Fatalf("no new daneguard verdict logged for %s:\n%s", domain, m.Log())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return lastVerdict(t, m, domain)
 }
 
 // TestEndToEndMTASTS runs the RFC 8461 scenarios through the real maddy: one
@@ -86,9 +70,8 @@ func TestEndToEndMTASTS(t *testing.T) {
 		" policy big.example mtasts\n policy malformed.example mtasts\n policy redirect.example mtasts\n }"})
 
 	t.Run("enforce-match", func(t *testing.T) {
-		before := len(verdictFor(m, "match.example"))
 		expectDelivered(t, m, srvMatch, "match.example")
-		v := stsVerdict(t, m, "match.example", before)
+		v := lastVerdict(t, m, "match.example")
 		wantVerdict(t, v, "authenticated", "mtasts-valid")
 		if field(v, "mechanism") != "mta-sts" || field(v, "sts_id") != "m1" || field(v, "sts_mode") != "enforce" {
 			t.Fatalf("verdict fields: %v", v.Fields)
@@ -98,9 +81,8 @@ func TestEndToEndMTASTS(t *testing.T) {
 		}
 	})
 	t.Run("enforce-mismatch-deferred", func(t *testing.T) {
-		before := len(verdictFor(m, "mismatch.example"))
 		res := expectDeferred(t, m, "mismatch.example", srvMis)
-		v := stsVerdict(t, m, "mismatch.example", before)
+		v := lastVerdict(t, m, "mismatch.example")
 		wantVerdict(t, v, "deferred", "mtasts-mx-mismatch")
 		if field(v, "stage") != "mx" || field(v, "smtp_enchcode") != "4.7.4" || field(v, "sts_id") != "x1" {
 			t.Fatalf("verdict fields: %v", v.Fields)
@@ -113,18 +95,16 @@ func TestEndToEndMTASTS(t *testing.T) {
 		}
 	})
 	t.Run("testing-mode-delivers", func(t *testing.T) {
-		before := len(verdictFor(m, "testing.example"))
 		expectDelivered(t, m, srvTest, "testing.example")
-		v := stsVerdict(t, m, "testing.example", before)
+		v := lastVerdict(t, m, "testing.example")
 		wantVerdict(t, v, "encrypted", "mtasts-testing-failure")
 		if field(v, "sts_mode") != "testing" || !strings.Contains(field(v, "detail"), "certificate-host-mismatch") {
 			t.Fatalf("verdict fields: %v", v.Fields)
 		}
 	})
 	t.Run("mode-none", func(t *testing.T) {
-		before := len(verdictFor(m, "none.example"))
 		expectDelivered(t, m, srvNone, "none.example")
-		v := stsVerdict(t, m, "none.example", before)
+		v := lastVerdict(t, m, "none.example")
 		wantVerdict(t, v, "encrypted", "insecure-mx")
 		if field(v, "sts_mode") != "none" || field(v, "mechanism") != "none" {
 			t.Fatalf("verdict fields: %v", v.Fields)
@@ -142,9 +122,8 @@ func TestEndToEndMTASTS(t *testing.T) {
 	} {
 		t.Run("level-mtasts-"+tc.detail, func(t *testing.T) {
 			fetches := sMatch.Fetches()
-			before := len(verdictFor(m, tc.domain))
 			expectDeferred(t, m, tc.domain, tc.srv)
-			v := stsVerdict(t, m, tc.domain, before)
+			v := lastVerdict(t, m, tc.domain)
 			wantVerdict(t, v, "deferred", "mtasts-fetch-failure")
 			if !strings.Contains(field(v, "detail"), tc.detail) || tc.site.Fetches() != 1 {
 				t.Fatalf("verdict fields %v after %d fetches", v.Fields, tc.site.Fetches())
@@ -155,18 +134,16 @@ func TestEndToEndMTASTS(t *testing.T) {
 		})
 	}
 	t.Run("dane-governs-self-signed", func(t *testing.T) {
-		before := len(verdictFor(m, "both.example"))
 		expectDelivered(t, m, srvBoth, "both.example")
-		v := stsVerdict(t, m, "both.example", before)
+		v := lastVerdict(t, m, "both.example")
 		wantVerdict(t, v, "authenticated", "dane-match")
 		if field(v, "sts_id") != "bo1" || field(v, "mechanism") != "dane" || sBoth.Fetches() != 1 {
 			t.Fatalf("verdict fields: %v", v.Fields)
 		}
 	})
 	t.Run("dane-failure-not-rescued", func(t *testing.T) {
-		before := len(verdictFor(m, "danefail.example"))
 		expectDeferred(t, m, "danefail.example", srvFail)
-		wantVerdict(t, stsVerdict(t, m, "danefail.example", before), "deferred", "tlsa-mismatch")
+		wantVerdict(t, lastVerdict(t, m, "danefail.example"), "deferred", "tlsa-mismatch")
 	})
 }
 
@@ -181,16 +158,25 @@ func TestEndToEndMTASTSRestart(t *testing.T) {
 	zDown, sDown, srvDown := w.stsDomain(sts, "down.example", "d1", stsbed.Policy("enforce", 86400, "mx.down.example"), leaf("mx.down.example"), false)
 	ipRogue, srvRogue := w.server("rogue.down.example", leaf("rogue.down.example"))
 	zDown.Add(t, "rogue A "+ipRogue)
+	// No MTA-STS, valid certificate: maddy's MX level stays "none".
+	ipPlain, srvPlain := w.server("mx.plain.example", leaf("mx.plain.example"))
+	w.dns.Zone(t, "plain.example.", dnsbed.TTL(300), dnsbed.Unsigned()).Add(t, "@ MX 10 mx", "mx A "+ipPlain)
 	w.start()
 
 	dir := filepath.Join(t.TempDir(), "mtasts")
 	conf := "dane {\n roots " + w.ca.WritePEM(t, t.TempDir()) + "\n mtasts_dir " + dir + "\n }"
 
-	m := maddybed.Start(t, maddybed.Options{MXAuth: conf})
+	// maddy's local_policy sees the levels daneguard raises: MX level
+	// "mtasts" for a host an enforce policy lists, TLS level
+	// "authenticated" for a connection MTA-STS validated.
+	m := maddybed.Start(t, maddybed.Options{MXAuth: conf + "\nlocal_policy {\n min_mx_level mtasts\n min_tls_level authenticated\n }"})
+	res := expectDeferred(t, m, "plain.example", srvPlain)
+	if !strings.Contains(res.Text, "MX record authenticity") {
+		t.Fatalf("plain.example deferred by %q, want maddy's local_policy MX level check", res.Text)
+	}
 	expectDelivered(t, m, srvChange, "change.example")
-	before := len(verdictFor(m, "down.example"))
 	expectDelivered(t, m, srvDown, "down.example")
-	wantVerdict(t, stsVerdict(t, m, "down.example", before), "authenticated", "mtasts-valid")
+	wantVerdict(t, lastVerdict(t, m, "down.example"), "authenticated", "mtasts-valid")
 	m.Stop()
 	if sChange.Fetches() != 1 || sDown.Fetches() != 1 {
 		t.Fatalf("fetches %d and %d, want 1 each", sChange.Fetches(), sDown.Fetches())
@@ -207,24 +193,22 @@ func TestEndToEndMTASTSRestart(t *testing.T) {
 
 	m2 := maddybed.Start(t, maddybed.Options{MXAuth: conf})
 	t.Run("txt-id-change-refetches", func(t *testing.T) {
-		before := len(verdictFor(m2, "change.example"))
 		expectDeferred(t, m2, "change.example")
 		if n := len(srvChange.Messages()); n != 1 {
 			t.Fatalf("MX got %d messages, want only the one before the restart", n)
 		}
-		v := stsVerdict(t, m2, "change.example", before)
+		v := lastVerdict(t, m2, "change.example")
 		wantVerdict(t, v, "deferred", "mtasts-mx-mismatch")
 		if field(v, "sts_id") != "c2" || sChange.Fetches() != 2 {
 			t.Fatalf("verdict fields %v after %d fetches; want the new policy c2", v.Fields, sChange.Fetches())
 		}
 	})
 	t.Run("server-down-cached-policy-enforced", func(t *testing.T) {
-		before := len(verdictFor(m2, "down.example"))
 		expectDeferred(t, m2, "down.example", srvRogue)
 		if n := len(srvDown.Messages()); n != 1 {
 			t.Fatalf("old MX got %d messages, want only the one before the restart", n)
 		}
-		v := stsVerdict(t, m2, "down.example", before)
+		v := lastVerdict(t, m2, "down.example")
 		wantVerdict(t, v, "deferred", "mtasts-mx-mismatch")
 		if field(v, "sts_id") != "d1" || field(v, "mx") != "rogue.down.example" {
 			t.Fatalf("verdict fields: %v; want the cached policy d1 applied to the rogue MX", v.Fields)
@@ -251,5 +235,47 @@ func TestMaddyMTASTSBlockRefused(t *testing.T) {
 	err = grp.Init(config.NewMap(map[string]interface{}{}, block))
 	if err == nil || !strings.Contains(err.Error(), "daneguard") || !strings.Contains(err.Error(), "Remove the `mtasts { }` block") {
 		t.Fatalf("Init of an mtasts block: %v, want the daneguard refusal", err)
+	}
+}
+
+// TestMTASTSConfig: the MTA-STS directives are checked at start-up, with
+// the file and line of the offending directive where maddy knows it.
+func TestMTASTSConfig(t *testing.T) {
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := t.TempDir()
+	// As for verify-config: no background refresh outliving the test.
+	module.NoRun = true
+	defer func() { module.NoRun = false }()
+	for _, tc := range []struct {
+		dirs [][]string
+		want string // "" means Init must succeed
+	}{
+		{[][]string{{"mtasts", "maybe"}}, "test.conf:8"},
+		{[][]string{{"mtasts_dir"}}, "test.conf:8"},
+		{[][]string{{"mtasts_dir", notDir}}, "mtasts_dir"},
+		{[][]string{{"mtasts", "off"}, {"mtasts_dir", notDir}}, ""},
+		{[][]string{{"mtasts", "on"}, {"mtasts_dir", good}}, ""},
+	} {
+		var children []config.Node
+		for i, d := range tc.dirs {
+			children = append(children, config.Node{Name: d[0], Args: d[1:], File: "test.conf", Line: 8 + i})
+		}
+		grp, err := module.Get("mx_auth")("mx_auth", "", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		block := config.Node{Name: "mx_auth", Children: []config.Node{
+			{Name: "dane", File: "test.conf", Line: 7, Children: append(children, config.Node{Name: "resolver", Args: []string{"127.0.0.1:53"}})},
+		}}
+		err = grp.Init(config.NewMap(map[string]interface{}{}, block))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v: %v", tc.dirs, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%v: error %v, want one containing %q", tc.dirs, err, tc.want)
+		}
 	}
 }

@@ -271,6 +271,11 @@ func (e *Engine) CheckConn(ctx context.Context, d *Destination, mx string, st tl
 	// connection, and nothing else can rescue a failing DANE check
 	// (RFC 8461 §2).
 	if hs.host != nil && hs.host.Status == dane.HasTLSA {
+		if len(hs.usable) == 0 && hs.sts != nil && st.HandshakeComplete {
+			// Only unusable TLSA records: TLS was mandatory and is
+			// there; MTA-STS decides the authentication (mtasts.go).
+			return e.checkConnSTS(&v, hs, st)
+		}
 		return e.checkDANE(&v, d, hs, st)
 	}
 

@@ -81,18 +81,21 @@ func (d *Destination) stsErr() error {
 	return nil
 }
 
-// daneGoverns reports whether DANE decides for this host: it has a
-// DNSSEC-validated TLSA RRset (RFC 8461 §2: DANE takes precedence).
+// daneGoverns reports whether DANE decides for this host: it has usable
+// records in a DNSSEC-validated TLSA RRset (RFC 8461 §2: DANE takes
+// precedence). A secure RRset of unusable records only makes TLS mandatory
+// (RFC 7672 §2.2) and authenticates nothing; an MTA-STS policy covering
+// the host then decides the authentication.
 func (hs *hostState) daneGoverns() bool {
-	return hs.host != nil && hs.host.Status == dane.HasTLSA
+	return hs.host != nil && hs.host.Status == dane.HasTLSA && len(hs.usable) > 0
 }
 
 // checkMXSTS applies the MTA-STS part of CheckMX (RFC 8461 §4.1, §5) to an
 // MX host whose DANE lookups are done. It returns v, possibly deferred.
 //
 // Precedence, documented in docs/mtasts.md:
-//   - a host with a secure TLSA RRset is DANE's: a missing or failed
-//     MTA-STS policy changes nothing for it;
+//   - a host with usable records in a secure TLSA RRset is DANE's: a
+//     missing or failed MTA-STS policy changes nothing for it;
 //   - an enforce policy that does not list the host refuses it, except
 //     when the MX RRset is DNSSEC-secure and the host has usable TLSA
 //     records: then the host is authenticated by DNSSEC alone, as
@@ -154,7 +157,7 @@ func (e *Engine) checkMXSTS(v *Verdict, d *Destination, hs *hostState) *Verdict 
 			v.Mechanism = MechMTASTS
 		}
 		return v
-	case daneHost && v.MXSecure && len(hs.usable) > 0:
+	case daneHost && v.MXSecure:
 		// The decision above: DNSSEC authenticated this MX host.
 		v.Detail = fmt.Sprintf("%s not listed in the MTA-STS policy (id %s); DANE governs: secure MX RRset and usable TLSA records", v.MX, p.ID)
 		return v

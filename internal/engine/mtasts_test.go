@@ -131,7 +131,9 @@ func tlsState(t *testing.T, srv *smtpbed.Server, mx string) tls.ConnectionState 
 	if ok, _ := c.Extension("STARTTLS"); !ok {
 		return tls.ConnectionState{}
 	}
-	if err := c.StartTLS(&tls.Config{ServerName: mx, InsecureSkipVerify: true}); err != nil {
+	// MinVersion TLS 1.0: an MTA accepts old servers and lets the policy
+	// judge (RFC 8461 §7.2 is the policy's rule, not the client's).
+	if err := c.StartTLS(&tls.Config{ServerName: mx, InsecureSkipVerify: true, MinVersion: tls.VersionTLS10}); err != nil {
 		t.Fatal(err)
 	}
 	// go-smtp defers the handshake to the next command.
@@ -205,6 +207,20 @@ func TestMTASTSEngine(t *testing.T) {
 	zUnl, _, srvUnl := w.stsDomain("daneunlisted.example", "du1", stsbed.Policy("enforce", 86400, "other.daneunlisted.example"), selfOnly, true)
 	zUnl.Add(t, pki.TLSA(t, "_25._tcp.mx.daneunlisted.example.", 3, 1, 1, selfOnly.Cert))
 
+	// An old server: TLS 1.1 at most, WebPKI-valid certificate.
+	oldLeaf := leaf("mx.oldtls.example")
+	_, _, _ = w.stsDomain("oldtls.example", "o1", stsbed.Policy("enforce", 86400, "mx.oldtls.example"), nil)
+	srvOld := smtpbed.Start(t, smtpbed.Options{Hostname: "mx.oldtls.example", TLS: &tls.Config{
+		Certificates: []tls.Certificate{oldLeaf.TLSCertificate()},
+		MinVersion:   tls.VersionTLS10, MaxVersion: tls.VersionTLS11,
+	}})
+
+	// Only unusable TLSA records (PKIX-TA, usage 0) and an enforce policy:
+	// TLS is mandatory by DANE, authentication is MTA-STS's.
+	unSelf := pki.SelfSigned(t, pki.LeafOptions{DNSNames: []string{"mx.unusable.example"}})
+	zUn, _, srvUn := w.stsDomain("unusable.example", "u1", stsbed.Policy("enforce", 86400, "mx.unusable.example"), unSelf, true)
+	zUn.Add(t, pki.TLSA(t, "_25._tcp.mx.unusable.example.", 0, 1, 1, unSelf.Cert))
+
 	w.levels["bigreq.example"] = LevelMTASTS
 	w.levels["malformed.example"] = LevelMTASTS
 	w.levels["redirect.example"] = LevelMTASTS
@@ -246,6 +262,13 @@ func TestMTASTSEngine(t *testing.T) {
 		v := w.deliver(t, "notls.example", srvNoTLS)
 		want(t, v, Deferred, ReasonNoTLS)
 		if v.Mechanism != MechMTASTS || v.ReportType != "starttls-not-supported" {
+			t.Fatalf("verdict %+v", v)
+		}
+	})
+	t.Run("enforce-tls-too-old", func(t *testing.T) {
+		v := w.deliver(t, "oldtls.example", srvOld)
+		want(t, v, Deferred, ReasonSTSTLSVersion)
+		if v.TLSVersion != "TLS1.1" || v.EnhancedCode != [3]int{4, 7, 5} || v.ReportType != "validation-failure" {
 			t.Fatalf("verdict %+v", v)
 		}
 	})
@@ -342,6 +365,30 @@ func TestMTASTSEngine(t *testing.T) {
 		v := w.deliver(t, "nopolicy.example", nil)
 		want(t, v, Deferred, ReasonSTSRequired)
 	})
+	t.Run("mtasts-disabled", func(t *testing.T) {
+		// An engine without the MTA-STS component: level dane is plain
+		// opportunistic DANE, level mtasts cannot be satisfied.
+		before := sMatch.Fetches()
+		e2, err := New(Config{Querier: w.eng.cfg.Querier, Roots: w.ca.Pool(), Now: w.clock.Now,
+			Policies: func(_ context.Context, d string) (DomainPolicy, bool, error) {
+				return DomainPolicy{Level: LevelMTASTS}, d == "mismatch.example", nil
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		d := e2.Destination(ctx, "match.example")
+		v := e2.CheckConn(ctx, d, "mx.match.example", tlsState(t, srvMatch, "mx.match.example"))
+		want(t, v, Encrypted, ReasonInsecureMX)
+		if d.STS != nil || v.STSPolicyID != "" || sMatch.Fetches() != before {
+			t.Fatalf("MTA-STS consulted although disabled: %+v", v)
+		}
+		v = e2.CheckMX(ctx, e2.Destination(ctx, "mismatch.example"), "mx.mismatch.example")
+		want(t, v, Deferred, ReasonSTSRequired)
+		if !strings.Contains(v.Message, "disabled") {
+			t.Fatalf("message %q does not say MTA-STS is disabled", v.Message)
+		}
+	})
 	t.Run("dane-only-never-uses-sts", func(t *testing.T) {
 		d := w.eng.Destination(context.Background(), "daneonly.example")
 		if d.STS != nil || sDaneOnly.Fetches() != 0 {
@@ -362,6 +409,13 @@ func TestMTASTSEngine(t *testing.T) {
 		v := w.deliver(t, "danefail.example", srvFail)
 		want(t, v, Deferred, ReasonDANEMismatch)
 		if v.Mechanism != MechDANE {
+			t.Fatalf("verdict %+v", v)
+		}
+	})
+	t.Run("unusable-tlsa-sts-authenticates", func(t *testing.T) {
+		v := w.deliver(t, "unusable.example", srvUn)
+		want(t, v, Deferred, ReasonSTSCertInvalid)
+		if v.Mechanism != MechMTASTS || v.ReportType != "certificate-not-trusted" {
 			t.Fatalf("verdict %+v", v)
 		}
 	})

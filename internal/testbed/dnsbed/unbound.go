@@ -38,6 +38,10 @@ type UnboundOptions struct {
 	// configuration, one option per line; later options override the
 	// defaults written before them.
 	Extra string
+	// LogQueries makes unbound log every query it receives from clients
+	// (log-queries: yes), so that ClientQueries can count them by name and
+	// type.
+	LogQueries bool
 }
 
 // Unbound is a running unbound resolver that validates with the test root
@@ -50,8 +54,10 @@ type Unbound struct {
 	errBuf  *lockedBuffer // unbound's stderr
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the process has exited
-	waitErr error
-	stop    sync.Once
+	// logQueries is set when unbound logs client queries.
+	logQueries bool
+	waitErr    error
+	stop       sync.Once
 }
 
 // StartUnbound starts unbound as a validating resolver ("validator
@@ -130,6 +136,8 @@ func startUnbound(t testing.TB, auth *Server, opts UnboundOptions) (*Unbound, er
 		logPath: filepath.Join(dir, "unbound.log"),
 		errBuf:  &lockedBuffer{},
 		done:    make(chan struct{}),
+
+		logQueries: opts.LogQueries,
 	}
 	conf := fmt.Sprintf(`server:
 	verbosity: 1
@@ -182,7 +190,7 @@ forward-zone:
 	name: "."
 	forward-addr: %[9]s@%[10]s
 `, listenHost, listenPort, ip6, dir, u.logPath, auth.TrustAnchor(),
-		indent(opts.Extra), filepath.Join(sockDir, "c"), authHost, authPort)
+		indent(logQueries(opts.LogQueries)+opts.Extra), filepath.Join(sockDir, "c"), authHost, authPort)
 	if err := os.WriteFile(u.conf, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
@@ -355,6 +363,43 @@ func (u *Unbound) QueryCount(t testing.TB) int64 {
 		t.Fatal("dnsbed: unbound statistics lack total.num.queries")
 	}
 	return int64(v)
+}
+
+// ClientQueries returns how many queries for name and qtype unbound
+// received from clients, cache hits included, as its query log shows. It
+// needs UnboundOptions.LogQueries; without it t fails. unbound flushes its
+// log after every line, so a query whose answer has been received is
+// already counted.
+func (u *Unbound) ClientQueries(t testing.TB, name string, qtype uint16) int64 {
+	t.Helper()
+	if !u.logQueries {
+		t.Fatal("dnsbed: ClientQueries needs UnboundOptions.LogQueries")
+	}
+	b, err := os.ReadFile(u.logPath)
+	if err != nil {
+		t.Fatalf("dnsbed: reading unbound's log: %v", err)
+	}
+	want, typ := strings.ToLower(dns.Fqdn(name)), dns.TypeToString[qtype]
+	var n int64
+	for _, line := range strings.Split(string(b), "\n") {
+		// "[time] unbound[pid:tid] info: 127.0.0.1 mx.example. A IN"
+		_, rest, ok := strings.Cut(line, "] info: ")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 4 && f[3] == "IN" && strings.EqualFold(f[1], want) && f[2] == typ {
+			n++
+		}
+	}
+	return n
+}
+
+func logQueries(on bool) string {
+	if on {
+		return "log-queries: yes\n"
+	}
+	return ""
 }
 
 // FlushZone removes everything at or below name from unbound's message,
