@@ -196,6 +196,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 	if err := p.startTLSRPT(); err != nil {
 		return err
 	}
+	trackInstance(p)
 	p.log.DebugMsg("initialized", "resolvers", strings.Join(p.resolver.Servers(), ","), "default_level", string(lvl))
 	return nil
 }

@@ -3,6 +3,7 @@
 // helpers) by calling maddy's CLI entry point, and adds:
 //
 //	maddy verify-config   check a configuration file without starting the server
+//	maddy check DOMAIN    show what the policy sees and decides for a domain (docs/checker.md)
 //	maddy tlsrpt list     show the recorded TLS report data (docs/tlsrpt.md)
 //	maddy tlsrpt send     have the running maddy send a day's TLS reports now
 //

@@ -191,6 +191,7 @@ func (e *Engine) CheckMX(ctx context.Context, d *Destination, mx string) *Verdic
 
 	if d.PolicyErr != nil {
 		// A broken policy source never weakens the policy: wait for it.
+		v.Detail = d.PolicyErr.Error()
 		return defer4(v, ReasonPolicyLookup, codeDNS, "", "Cannot read the TLS policy for this destination, will retry")
 	}
 	lvl := d.Policy.Level
@@ -222,6 +223,12 @@ func (e *Engine) CheckMX(ctx context.Context, d *Destination, mx string) *Verdic
 		hs.usable, hs.unusable = classify(h.TLSA)
 		v.Mechanism = MechDANE
 		v.TLSARRset = h.TLSA
+		if lvl == LevelDANEOnly && len(hs.usable) == 0 {
+			// Mandatory DANE authenticates with usable records only; a
+			// set of unusable ones gives encryption, not authentication
+			// (RFC 7672 §2.2), which dane-only does not settle for.
+			return defer4(v, ReasonDANERequired, codePolicy, "dane-required", "DANE is required for this destination but MX host %s publishes no usable TLSA records", v.MX)
+		}
 		return e.checkMXSTS(v, d, hs)
 	}
 	if lvl == LevelDANEOnly {
