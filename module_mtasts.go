@@ -6,8 +6,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -73,6 +75,15 @@ func (p *Policy) startMTASTS(s stsSettings, roots *x509.CertPool) error {
 			p.log.Msg("MTA-STS policies are kept in memory only", "reason", err.Error())
 			dir = ""
 		}
+	}
+	if dir != "" && module.NoRun {
+		// verify-config and the checker: check the directory but write
+		// nothing (run as root, a directory created here would lock the
+		// server out of it).
+		if err := checkStoreDir(dir); err != nil {
+			return fmt.Errorf("%s: mtasts_dir: %w", ModuleName, err)
+		}
+		dir = ""
 	}
 	if dir != "" {
 		st, rel, err := sharedStore(dir, p.log)
@@ -310,4 +321,21 @@ func (stsNoop) CheckMX(_ context.Context, l module.MXLevel, _, _ string, _ bool)
 }
 func (stsNoop) CheckConn(_ context.Context, _ module.MXLevel, l module.TLSLevel, _, _ string, _ tls.ConnectionState) (module.TLSLevel, error) {
 	return l, nil
+}
+
+// checkStoreDir reports what would stop the server from using dir as its
+// store directory, without creating it: a file in its place, or a
+// directory that cannot be read.
+func checkStoreDir(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil // created at the server's first start
+	case err != nil:
+		return err
+	case !fi.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	_, err = os.ReadDir(dir)
+	return err
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -503,4 +506,52 @@ func TestEndToEndDANE(t *testing.T) {
 		expectDeferred(t, m, "only.example", sOnly)
 		wantVerdict(t, lastVerdict(t, m, "only.example"), "deferred", "dane-required")
 	})
+}
+
+// TestVerifyConfigWritesNothing: `maddy verify-config` checks a
+// configuration with MTA-STS and TLS reporting on without creating their
+// stores: run as root, it would otherwise leave directories the server
+// cannot use.
+func TestVerifyConfigWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	conf := filepath.Join(dir, "maddy.conf")
+	body := fmt.Sprintf(`state_dir %s
+runtime_dir %s
+hostname mx.sender.test
+target.remote out {
+    mx_auth {
+        dane {
+            resolver 127.0.0.1:53
+            tlsrpt {
+                organization "Sender Test"
+                contact postmaster@sender.test
+                from tlsrpt@sender.test
+                deliver_to &out
+            }
+        }
+    }
+}
+smtp tcp://127.0.0.1:2526 {
+    tls off
+    deliver_to &out
+}
+`, state, filepath.Join(dir, "run"))
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(maddybed.Binary(t), "--config", conf, "verify-config").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "configuration OK") {
+		t.Fatalf("verify-config: %v\n%s", err, out)
+	}
+	var written []string
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && p != dir && p != conf {
+			written = append(written, p)
+		}
+		return nil
+	})
+	if len(written) != 0 {
+		t.Fatalf("verify-config wrote %v", written)
+	}
 }

@@ -219,6 +219,11 @@ func (p *Policy) startTLSRPT() error {
 		return nil
 	}
 	registerTLSRPTMetrics()
+	if module.NoRun {
+		// verify-config and the checker: the configuration was checked
+		// while parsing; opening (creating) the store would write to disk.
+		return nil
+	}
 	st, err := openSharedStore(c.Dir, p.log)
 	if err != nil {
 		// Reporting never stops mail: log, and run without it.
@@ -232,9 +237,6 @@ func (p *Policy) startTLSRPT() error {
 		return fmt.Errorf("%s: %w", ModuleName, err)
 	}
 	p.rpt = r
-	if module.NoRun {
-		return nil
-	}
 	rptMu.Lock()
 	first := !rptSenders[st.Path()]
 	rptSenders[st.Path()] = true
