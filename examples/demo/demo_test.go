@@ -8,7 +8,10 @@
 package demo
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -110,10 +113,23 @@ func TestDemo(t *testing.T) {
 		}
 	}
 	fmt.Print(report.String())
+
 	fmt.Println("\nmaddy's log lines from daneguard:")
 	for _, line := range strings.Split(m.Log(), "\n") {
 		if strings.Contains(line, "daneguard") {
 			fmt.Println("  " + line)
 		}
 	}
+
+	// The operator's checker, on the same configuration: what the policy
+	// sees for one destination and what it would decide.
+	state := t.TempDir()
+	check := exec.Command(maddybed.Binary(t), "--config", conf, "check", "--connect", "mitm.demo")
+	check.Env = append(os.Environ(), "DEMO_STATE="+state)
+	out, err := check.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "tlsa-mismatch") {
+		t.Errorf("maddy check --connect mitm.demo: %v, want exit status 2 naming tlsa-mismatch:\n%s", err, out)
+	}
+	fmt.Printf("\n$ maddy --config examples/demo/maddy.conf check --connect mitm.demo\n%s", out)
 }
