@@ -178,6 +178,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 		DefaultLevel: lvl,
 		Policies:     p.lookupPolicy,
 		Roots:        roots,
+		OnQuery:      p.debugQuery,
 		Cache: policycache.Config{
 			MaxEntries:    maxEntries,
 			MaxTTL:        maxTTL,
@@ -316,6 +317,7 @@ func (d *delivery) dest(ctx context.Context, domain string) *engine.Destination 
 	dst = d.p.eng.Destination(ctx, key)
 	observeLookup(stageDestination, start)
 	countSTS(dst)
+	d.p.debugDestination(d.msgID, dst)
 	d.mu.Lock()
 	d.dests[key] = dst
 	d.mu.Unlock()
@@ -352,6 +354,7 @@ func (d *delivery) CheckMX(ctx context.Context, mxLevel module.MXLevel, domain, 
 		}
 		return module.MXNone, smtpError(v)
 	}
+	d.p.debugMX(d.msgID, v)
 	// Lets local_policy { min_mx_level dnssec|mtasts } work.
 	return mxLevelSTS(v), nil
 }

@@ -555,3 +555,39 @@ smtp tcp://127.0.0.1:2526 {
 		t.Fatalf("verify-config wrote %v", written)
 	}
 }
+
+// TestDebugLookupLines: with `debug yes` every resolver question, the
+// destination summary and the DANE inputs of each MX host are logged; the
+// questions answered from the cache are not asked again.
+func TestDebugLookupLines(t *testing.T) {
+	w := newWorld(t)
+	leaf := selfSigned(t, "mx.dbg.example")
+	ip, srv := w.server("mx.dbg.example", leaf)
+	w.dns.Zone(t, "dbg.example.", dnsbed.TTL(300)).Add(t, "@ MX 10 mx", "mx A "+ip, pki.TLSA(t, "_25._tcp.mx.dbg.example.", 3, 1, 1, leaf.Cert))
+	w.start()
+	m := maddybed.Start(t, maddybed.Options{MXAuth: "dane { debug yes }", NoConnReuse: true})
+	expectDelivered(t, m, srv, "dbg.example")
+	expectDelivered(t, m, srv, "dbg.example")
+
+	asked := map[string]int{}
+	for _, e := range m.Entries("daneguard", "dns query") {
+		asked[field(e, "name")+"/"+field(e, "type")]++
+		if field(e, "name") == "_25._tcp.mx.dbg.example" && (field(e, "secure") != "true" || field(e, "records") != "1" || field(e, "ttl") != "300") {
+			t.Errorf("TLSA query line: %v", e.Fields)
+		}
+	}
+	for _, q := range []string{"dbg.example/MX", "mx.dbg.example/A", "_25._tcp.mx.dbg.example/TLSA"} {
+		if asked[q] != 1 {
+			t.Errorf("%s logged %d times as a resolver question, want once (then cached): %v", q, asked[q], asked)
+		}
+	}
+	dests := m.Entries("daneguard", "destination")
+	if len(dests) != 2 || field(dests[0], "domain") != "dbg.example" || field(dests[0], "mx_secure") != "true" ||
+		field(dests[0], "mx_hosts") != "mx.dbg.example" || field(dests[0], "level") != "dane" || field(dests[0], "policy_source") != "default" {
+		t.Errorf("destination lines: %v", dests)
+	}
+	hosts := m.Entries("daneguard", "mx host")
+	if len(hosts) != 2 || field(hosts[0], "tlsa_records") != "1" || field(hosts[0], "tlsa_base") != "mx.dbg.example" || field(hosts[0], "mechanism") != "dane" {
+		t.Errorf("mx host lines: %v", hosts)
+	}
+}

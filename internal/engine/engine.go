@@ -46,6 +46,9 @@ type Config struct {
 	Roots *x509.CertPool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// OnQuery, if not nil, is told of every question that reached the
+	// resolver (cache misses only), for debug logging.
+	OnQuery func(name string, qtype uint16, a *dane.Answer, err error, took time.Duration)
 	// STS, if not nil, supplies MTA-STS policies for levels dane and
 	// mtasts (mtasts.go). See also SetSTS.
 	STS STS
@@ -101,7 +104,11 @@ type cachedQuerier struct{ e *Engine }
 func (c cachedQuerier) Query(ctx context.Context, name string, qtype uint16) (*dane.Answer, error) {
 	key := qkey{strings.ToLower(dns.Fqdn(name)), qtype}
 	return c.e.cache.Get(ctx, key, func(ctx context.Context) (*dane.Answer, time.Duration, error) {
+		start := time.Now()
 		a, err := c.e.cfg.Querier.Query(ctx, key.name, key.qtype)
+		if c.e.cfg.OnQuery != nil {
+			c.e.cfg.OnQuery(key.name, key.qtype, a, err, time.Since(start))
+		}
 		if err != nil {
 			return nil, 0, err
 		}
