@@ -58,6 +58,9 @@ type TLSRPTConfig struct {
 	RetryFor     time.Duration
 	KeepDays     int
 	PollInterval time.Duration
+	// SendingIP is the "sending-mta-ip" of failure details; empty means
+	// the source address the system routes to the receiving IP from.
+	SendingIP string
 }
 
 // reporter is the per-policy TLS reporting state.
@@ -106,6 +109,7 @@ func (p *Policy) parseTLSRPT(m *config.Map, n config.Node) error {
 	cm.Duration("retry_for", false, false, 24*time.Hour, &c.RetryFor)
 	cm.Int("keep_days", false, false, 7, &c.KeepDays)
 	cm.Duration("poll_interval", false, false, time.Minute, &c.PollInterval)
+	cm.String("sending_ip", false, false, "", &c.SendingIP)
 	if _, err := cm.Process(); err != nil {
 		return err
 	}
@@ -117,6 +121,9 @@ func (p *Policy) parseTLSRPT(m *config.Map, n config.Node) error {
 	}
 	if c.PollInterval < 10*time.Millisecond {
 		return config.NodeErr(n, "poll_interval is too small")
+	}
+	if c.SendingIP != "" && net.ParseIP(c.SendingIP) == nil {
+		return config.NodeErr(n, "sending_ip %q is not an IP address", c.SendingIP)
 	}
 	if c.Contact == "" {
 		if hostname == "" {
@@ -388,6 +395,7 @@ func (p *Policy) tlsrptRecord(ctx context.Context, v *engine.Verdict) (tlsrpt.Re
 	}
 	if !rec.Success {
 		rec.ReceivingIP = p.receivingIP(ctx, v.MX)
+		rec.SendingIP = p.sendingIP(rec.ReceivingIP)
 	}
 	return rec, true
 }
@@ -459,6 +467,28 @@ func (p *Policy) receivingIP(ctx context.Context, mx string) string {
 		return ""
 	}
 	return addrs[0]
+}
+
+// sendingIP is the RFC 8460 §4.4 "sending-mta-ip": the configured
+// sending_ip (maddy's target.remote local_ip, which this policy cannot
+// see), else the source address the system would use towards receiving,
+// found without sending a packet. Empty when neither is known.
+func (p *Policy) sendingIP(receiving string) string {
+	if p.rpt != nil && p.rpt.cfg.SendingIP != "" {
+		return p.rpt.cfg.SendingIP
+	}
+	if receiving == "" {
+		return ""
+	}
+	c, err := net.Dial("udp", net.JoinHostPort(receiving, "25"))
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	if a, ok := c.LocalAddr().(*net.UDPAddr); ok {
+		return a.IP.String()
+	}
+	return ""
 }
 
 // lookupTXTVia answers TXT lookups with the policy's (validating, cached)

@@ -344,7 +344,7 @@ msgpipeline tlsrpt_out {
 	}
 	fd := fds[0].(map[string]any)
 	if fd["result-type"] != "starttls-not-supported" || fd["receiving-mx-hostname"] != "mx.notls.example" ||
-		fd["receiving-ip"] != ipNoTLS || num(fd["failed-session-count"]) != nNoTLS || fd["failure-reason-code"] == "" {
+		fd["receiving-ip"] != ipNoTLS || fd["sending-mta-ip"] != "127.0.0.1" || num(fd["failed-session-count"]) != nNoTLS || fd["failure-reason-code"] == "" {
 		t.Fatalf("notls.example failure detail %v", fd)
 	}
 
@@ -425,7 +425,7 @@ msgpipeline tlsrpt_out {
 	fds = p["failure-details"].([]any)
 	fd = fds[0].(map[string]any)
 	if len(fds) != 1 || fd["result-type"] != "certificate-not-trusted" || fd["receiving-mx-hostname"] != "mx.bad.example" ||
-		fd["receiving-ip"] != ipBad || num(fd["failed-session-count"]) != nBad || fd["failure-reason-code"] == "" {
+		fd["receiving-ip"] != ipBad || fd["sending-mta-ip"] != "127.0.0.1" || num(fd["failed-session-count"]) != nBad || fd["failure-reason-code"] == "" {
 		t.Fatalf("bad.example failure details %v", fds)
 	}
 
@@ -594,6 +594,7 @@ func TestTLSRPTConfigErrors(t *testing.T) {
 		{config.Node{Name: "no_such_thing", Args: []string{"1"}}, "unexpected directive"},
 		{config.Node{Name: "deliver_to", Args: []string{"&no_such_target"}}, "no_such_target"},
 		{config.Node{Name: "https_timeout", Args: []string{"soon"}}, "invalid duration"},
+		{config.Node{Name: "sending_ip", Args: []string{"mx.example"}}, "sending_ip"},
 	} {
 		grp, err := module.Get("mx_auth")("mx_auth", "", nil, nil)
 		if err != nil {
