@@ -232,7 +232,7 @@ func ExampleSender_Run() {
 		Store:     st,
 		Meta:      tlsrpt.ReportMeta{OrganizationName: "Example Sender", ContactInfo: "postmaster@sender.example"},
 		From:      "tlsrpt-noreply@sender.example",
-		LookupTXT: net.DefaultResolver.LookupTXT,
+		LookupTXT: lookupTXT,
 		Submit:    submitMail,
 		Log:       func(msg string, kv ...any) { fmt.Println(append([]any{msg}, kv...)...) },
 	}
@@ -240,11 +240,49 @@ func ExampleSender_Run() {
 	defer cancel()
 	go s.Run(ctx)
 
-	// An operator's "send yesterday's reports now":
-	outs, err := s.SendDay(ctx, tlsrpt.Day(time.Now().AddDate(0, 0, -1)))
-	for _, o := range outs {
-		fmt.Println(o.Domain, o.Result, o.SentTo, o.Err)
+	// Elsewhere, an operator's "send yesterday's reports now": the running
+	// Sender picks the request up at its next tick.
+	if err := st.RequestSend(tlsrpt.Day(time.Now().AddDate(0, 0, -1)), time.Now()); err != nil {
+		fmt.Println(err)
 	}
+}
+
+// ExampleSender_SendDay is a one-shot command, for example run by an
+// operator in a second process while the MTA keeps running: it sends one
+// day's reports at once and says what happened. A Sender's methods are not
+// meant to be called concurrently, so this uses its own Sender rather than
+// the one inside Run. It needs the network, so it is compiled but not run.
+func ExampleSender_SendDay() {
+	st, err := tlsrpt.OpenStore("/var/lib/mta/tlsrpt.db", tlsrpt.StoreOptions{})
+	if err != nil {
+		panic(err)
+	}
+	s := &tlsrpt.Sender{
+		Store:     st,
+		Meta:      tlsrpt.ReportMeta{OrganizationName: "Example Sender", ContactInfo: "postmaster@sender.example"},
+		From:      "tlsrpt-noreply@sender.example",
+		LookupTXT: lookupTXT,
+		Submit:    submitMail,
+	}
+	outs, err := s.SendDay(context.Background(), tlsrpt.Day(time.Now().AddDate(0, 0, -1)))
+	if err != nil {
+		panic(err)
+	}
+	for _, o := range outs {
+		fmt.Println(o.Day, o.Domain, o.Result, o.SentTo, o.Err)
+	}
+}
+
+// lookupTXT adapts net.Resolver to LookupTXTFunc, which wants "no such
+// name" as no records and no error: otherwise a domain without a TLSRPT
+// record would be retried as if its DNS had failed.
+func lookupTXT(ctx context.Context, name string) ([]string, error) {
+	txts, err := net.DefaultResolver.LookupTXT(ctx, name)
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+		return nil, nil
+	}
+	return txts, err
 }
 
 // submitMail stands for the MTA's message submission.
