@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -49,6 +50,8 @@ type Sender struct {
 	// Count is told about every report: "built", "sent", "failed"
 	// (given up), "retry", "no-policy", "expired"; nil ignores them.
 	Count func(result string)
+
+	defaultsOnce sync.Once
 }
 
 func (s *Sender) now() time.Time {
@@ -70,7 +73,11 @@ func (s *Sender) count(r string) {
 	}
 }
 
-func (s *Sender) defaults() {
+// defaults fills in the zero fields once, so that Run, Tick and SendDay
+// may be called from different goroutines.
+func (s *Sender) defaults() { s.defaultsOnce.Do(s.setDefaults) }
+
+func (s *Sender) setDefaults() {
 	if s.SendAfter == 0 {
 		s.SendAfter = time.Hour
 	}
