@@ -1,0 +1,473 @@
+package daneguard_test
+
+// Differential test: every scenario is judged twice, by daneguard inside the
+// real maddy and by Postfix's DANE implementation (posttls-finger from
+// Debian's postfix 3.7, OpenSSL's DANE verifier underneath), both resolving
+// through the same validating unbound over the same signed zones and
+// connecting to the same SMTP servers. The verdicts must agree, or differ
+// exactly where a documented Postfix choice says they do.
+
+import (
+	"crypto/tls"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/maddy-dane/daneguard/internal/testbed/dnsbed"
+	"github.com/maddy-dane/daneguard/internal/testbed/maddybed"
+	"github.com/maddy-dane/daneguard/internal/testbed/pki"
+)
+
+// postfixFinger returns the path of posttls-finger, or "".
+func postfixFinger() string {
+	if p, err := exec.LookPath("posttls-finger"); err == nil {
+		return p
+	}
+	for _, p := range []string{"/usr/sbin/posttls-finger", "/usr/local/sbin/posttls-finger"} {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p
+		}
+	}
+	return ""
+}
+
+// finger runs posttls-finger with a private main.cf (the Debian package,
+// installed with "No configuration", has none).
+type finger struct {
+	bin, conf string
+}
+
+func newFinger(t *testing.T, bin string) *finger {
+	dir := t.TempDir()
+	// smtp_dns_support_level=dnssec: DANE needs DNSSEC-validated answers,
+	// taken from the AD bit of the resolver in /etc/resolv.conf (unbound on
+	// 127.0.0.1 in the test namespace).
+	mainCF := "compatibility_level = 3.6\n" +
+		"smtp_dns_support_level = dnssec\n" +
+		"myhostname = sender.test\n" +
+		"inet_protocols = ipv4\n"
+	if err := os.WriteFile(filepath.Join(dir, "main.cf"), []byte(mainCF), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &finger{bin: bin, conf: dir}
+}
+
+// ptfResult is posttls-finger's outcome for one destination, mapped onto
+// daneguard's result names.
+type ptfResult struct {
+	verdict string // authenticated, encrypted, plaintext, deferred
+	host    string // the server it reached, if any
+	why     string
+	out     string
+}
+
+var (
+	ptfTLSLine  = regexp.MustCompile(`posttls-finger: (Verified|Trusted|Untrusted|Anonymous) TLS connection established to ([^\[\s]+)\[`)
+	ptfConnLine = regexp.MustCompile(`posttls-finger: Connected to ([^\[\s]+)\[`)
+)
+
+// run probes dest at the given -l level. -v is needed for the lines that
+// tell whether DANE was in force: posttls-finger, unlike the smtp(8)
+// delivery agent, falls back to the "secure" level when no usable TLSA
+// record exists (posttls-finger(1), option -l), so "Untrusted" alone does
+// not tell a DANE failure from the absence of DANE.
+func (f *finger) run(t *testing.T, level, dest string) ptfResult {
+	t.Helper()
+	cmd := exec.Command(f.bin, "-v", "-t", "5", "-T", "5", "-l", level, "-L", "summary", dest)
+	cmd.Env = append(os.Environ(), "MAIL_CONFIG="+f.conf)
+	outB, err := cmd.CombinedOutput()
+	out := string(outB)
+	if err != nil {
+		t.Logf("posttls-finger %s: %v", dest, err)
+	}
+	return parseFinger(out, level)
+}
+
+func parseFinger(out, level string) ptfResult {
+	r := ptfResult{out: out}
+	tlsaSeen := strings.Contains(out, "dns_get_answer: type TLSA for ")
+	// Unusable records are set aside either when the RRset is read (an
+	// unknown usage) or at the handshake (a digest of the wrong length).
+	unusable := strings.Contains(out, "no usable TLSA records found") ||
+		strings.Contains(out, "all TLSA records unusable")
+	// DANE is in force when a (validated) TLSA RRset was found with at
+	// least one usable record.
+	dane := tlsaSeen && !unusable
+	// postconf(5), smtp_tls_security_level: "dane-only" defers when no
+	// usable TLSA records exist; posttls-finger probes with "secure"
+	// instead, which is not what the delivery agent does.
+	mandatoryDANE := level == "dane-only"
+	if m := ptfConnLine.FindStringSubmatch(out); m != nil {
+		r.host = m[1]
+	}
+	switch {
+	case strings.Contains(out, "TLSA lookup error"), strings.Contains(out, "Failed to establish session"),
+		strings.Contains(out, "Destination address lookup failed"), strings.Contains(out, "Host or domain name not found"):
+		r.verdict, r.why = "deferred", "dns"
+		return r
+	}
+	if m := ptfTLSLine.FindStringSubmatch(out); m != nil {
+		r.host = m[2]
+		switch {
+		case m[1] == "Verified" || m[1] == "Trusted":
+			r.verdict, r.why = "authenticated", "verified"
+		case dane || mandatoryDANE:
+			r.verdict, r.why = "deferred", "dane-unverified"
+		default:
+			// No DANE: smtp(8) at level dane uses "may" (no TLSA) or
+			// "encrypt" (TLSA present, none usable): TLS without
+			// authentication delivers.
+			r.verdict, r.why = "encrypted", "tls-unauthenticated"
+		}
+		return r
+	}
+	if r.host != "" {
+		// Connected, no TLS. A TLSA RRset, usable or not, makes TLS
+		// mandatory (RFC 7672 §2.2; Postfix TLS_README, "dane" level).
+		if tlsaSeen || mandatoryDANE {
+			r.verdict, r.why = "deferred", "no-tls"
+		} else {
+			r.verdict, r.why = "plaintext", "no-tls"
+		}
+		return r
+	}
+	r.verdict, r.why = "unknown", "no connection"
+	return r
+}
+
+// diffCase is one destination judged by both implementations.
+type diffCase struct {
+	name   string
+	domain string
+	// hosts: the MX hosts in the order a client may try them, for
+	// destinations with several. posttls-finger reports on the first
+	// server it reaches only; smtp(8) moves on to the next MX after a
+	// failed TLS authentication, so the test does that itself, probing each
+	// further host as "[host]".
+	hosts []string
+	// want is the RFC 7672 outcome; both must reach it unless ptfWant says
+	// otherwise.
+	want string
+	// ptfWant, when set, is Postfix's documented different outcome; diff
+	// explains it with the RFC and Postfix references.
+	ptfWant, diff string
+	level          string // -l for posttls-finger; "" = dane
+}
+
+func TestDANEDifferentialPostfix(t *testing.T) {
+	bin := postfixFinger()
+	if bin == "" {
+		t.Skip("posttls-finger (Debian package postfix) is not installed; scripts/deps.sh installs it")
+	}
+	w := newWorld(t)
+	ca := w.ca
+	inter := ca.Intermediate(t, "diff test intermediate")
+	zone := func(name string, opts ...dnsbed.ZoneOption) *dnsbed.Zone {
+		return w.dns.Zone(t, name+".", append([]dnsbed.ZoneOption{dnsbed.TTL(300)}, opts...)...)
+	}
+	tlsa := func(owner string, u, s, m uint8, c *pki.Leaf) string {
+		return pki.TLSA(t, owner+".", u, s, m, c.Cert)
+	}
+	caTLSA := func(owner string, u, s, m uint8) string {
+		return pki.TLSA(t, owner+".", u, s, m, ca.Cert)
+	}
+	withRoot := func(l *pki.Leaf) *tls.Config {
+		return &tls.Config{Certificates: []tls.Certificate{l.TLSCertificateWithRoot()}}
+	}
+	past := time.Now().Add(-48 * time.Hour)
+	var cases []diffCase
+	add := func(c diffCase) { cases = append(cases, c) }
+
+	// --- DANE-EE(3) ---
+	ee := selfSigned(t, "mx.ee.example")
+	ip, _ := w.server("mx.ee.example", ee)
+	zone("ee.example").Add(t, "@ MX 10 mx", "mx A "+ip, tlsa("_25._tcp.mx.ee.example", 3, 1, 1, ee))
+	add(diffCase{name: "ee-3-1-1", domain: "ee.example", want: "authenticated"})
+
+	// DANE-EE ignores names (RFC 7672 §3.1.1).
+	eeName := selfSigned(t, "unrelated.invalid")
+	ip, _ = w.server("mx.eename.example", eeName)
+	zone("eename.example").Add(t, "@ MX 10 mx", "mx A "+ip, tlsa("_25._tcp.mx.eename.example", 3, 0, 2, eeName))
+	add(diffCase{name: "ee-3-0-2-wrong-name", domain: "eename.example", want: "authenticated"})
+
+	// DANE-EE ignores validity dates (RFC 7672 §3.1.1).
+	eeExp := pki.SelfSigned(t, pki.LeafOptions{DNSNames: []string{"mx.eeexp.example"}, NotBefore: past.Add(-24 * time.Hour), NotAfter: past})
+	ip, _ = w.server("mx.eeexp.example", eeExp)
+	zone("eeexp.example").Add(t, "@ MX 10 mx", "mx A "+ip, tlsa("_25._tcp.mx.eeexp.example", 3, 1, 1, eeExp))
+	add(diffCase{name: "ee-expired-leaf", domain: "eeexp.example", want: "authenticated"})
+
+	// --- DANE-TA(2) ---
+	taLeaf := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.ta.example"}})
+	ip, _ = w.serverTLS("mx.ta.example", withRoot(taLeaf))
+	zone("ta.example").Add(t, "@ MX 10 mx", "mx A "+ip, caTLSA("_25._tcp.mx.ta.example", 2, 0, 1))
+	add(diffCase{name: "ta-2-0-1-root-sent", domain: "ta.example", want: "authenticated"})
+
+	// SPKI digest of the anchor, anchor sent (RFC 7671 §5.2.2).
+	ta211 := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.ta211.example"}})
+	ip, _ = w.serverTLS("mx.ta211.example", withRoot(ta211))
+	zone("ta211.example").Add(t, "@ MX 10 mx", "mx A "+ip, caTLSA("_25._tcp.mx.ta211.example", 2, 1, 1))
+	add(diffCase{name: "ta-2-1-1-spki-digest", domain: "ta211.example", want: "authenticated"})
+
+	// Full certificate of the anchor in DNS, not sent by the server.
+	taFull := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.tafull.example"}})
+	ip, _ = w.server("mx.tafull.example", taFull)
+	zone("tafull.example").Add(t, "@ MX 10 mx", "mx A "+ip, caTLSA("_25._tcp.mx.tafull.example", 2, 0, 0))
+	add(diffCase{name: "ta-2-0-0-anchor-not-sent", domain: "tafull.example", want: "authenticated"})
+
+	// Full SPKI of the anchor in DNS, not sent (RFC 7671 §5.2.3).
+	ta210 := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.ta210.example"}})
+	ip, _ = w.server("mx.ta210.example", ta210)
+	zone("ta210.example").Add(t, "@ MX 10 mx", "mx A "+ip, caTLSA("_25._tcp.mx.ta210.example", 2, 1, 0))
+	add(diffCase{name: "ta-2-1-0-spki-not-sent", domain: "ta210.example", want: "authenticated"})
+
+	// Wildcard SAN (RFC 7672 §3.2.3).
+	taWild := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"*.tawild.example"}})
+	ip, _ = w.serverTLS("mx.tawild.example", withRoot(taWild))
+	zone("tawild.example").Add(t, "@ MX 10 mx", "mx A "+ip, caTLSA("_25._tcp.mx.tawild.example", 2, 0, 1))
+	add(diffCase{name: "ta-wildcard-san", domain: "tawild.example", want: "authenticated"})
+
+	// The next-hop domain is a reference identifier for a secure MX
+	// (RFC 7672 §3.2.2).
+	taDom := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"tadom.example"}})
+	ip, _ = w.serverTLS("mx.tadom.example", withRoot(taDom))
+	zone("tadom.example").Add(t, "@ MX 10 mx", "mx A "+ip, caTLSA("_25._tcp.mx.tadom.example", 2, 0, 1))
+	add(diffCase{name: "ta-next-hop-name", domain: "tadom.example", want: "authenticated"})
+
+	// Only the CNAME-expanded next-hop domain is in the certificate:
+	// mail.tacn.example CNAME tacnreal.example, whose MX is
+	// mx.tacnreal.example (RFC 7672 §3.2.2, third reference identifier).
+	taCN := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"tacnreal.example"}})
+	ip, _ = w.serverTLS("mx.tacnreal.example", withRoot(taCN))
+	zone("tacnreal.example").Add(t, "@ MX 10 mx", "mx A "+ip, caTLSA("_25._tcp.mx.tacnreal.example", 2, 0, 1))
+	zone("tacn.example").Add(t, "mail CNAME tacnreal.example.")
+	add(diffCase{name: "ta-cname-expanded-next-hop", domain: "mail.tacn.example", want: "authenticated"})
+
+	taWrong := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"wrong.example"}})
+	ip, _ = w.serverTLS("mx.taname.example", withRoot(taWrong))
+	zone("taname.example").Add(t, "@ MX 10 mx", "mx A "+ip, caTLSA("_25._tcp.mx.taname.example", 2, 0, 1))
+	add(diffCase{name: "ta-wrong-name", domain: "taname.example", want: "deferred"})
+
+	taExp := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.taexp.example"}, NotBefore: past.Add(-24 * time.Hour), NotAfter: past})
+	ip, _ = w.serverTLS("mx.taexp.example", withRoot(taExp))
+	zone("taexp.example").Add(t, "@ MX 10 mx", "mx A "+ip, caTLSA("_25._tcp.mx.taexp.example", 2, 0, 1))
+	add(diffCase{name: "ta-expired-leaf", domain: "taexp.example", want: "deferred"})
+
+	// --- TLSA sets ---
+	ip, _ = w.server("mx.notls.example", nil)
+	zone("notls.example").Add(t, "@ MX 10 mx", "mx A "+ip, tlsa("_25._tcp.mx.notls.example", 3, 1, 1, ee))
+	add(diffCase{name: "no-starttls", domain: "notls.example", want: "deferred"})
+
+	unLeaf := selfSigned(t, "mx.unusable.example")
+	ip, _ = w.server("mx.unusable.example", unLeaf)
+	zone("unusable.example").Add(t, "@ MX 10 mx", "mx A "+ip,
+		tlsa("_25._tcp.mx.unusable.example", 0, 0, 1, unLeaf),
+		pki.TLSARaw(t, "_25._tcp.mx.unusable.example.", 3, 1, 1, []byte{1, 2, 3}))
+	add(diffCase{name: "only-unusable", domain: "unusable.example", want: "encrypted"})
+
+	mixLeaf := selfSigned(t, "mx.mixed.example")
+	ip, _ = w.server("mx.mixed.example", mixLeaf)
+	zone("mixed.example").Add(t, "@ MX 10 mx", "mx A "+ip,
+		tlsa("_25._tcp.mx.mixed.example", 1, 1, 1, mixLeaf),
+		pki.TLSARaw(t, "_25._tcp.mx.mixed.example.", 3, 1, 2, []byte{9, 9}),
+		pki.TLSARaw(t, "_25._tcp.mx.mixed.example.", 3, 1, 1, make([]byte, 32)),
+		tlsa("_25._tcp.mx.mixed.example", 3, 1, 1, mixLeaf))
+	add(diffCase{name: "mixed-set", domain: "mixed.example", want: "authenticated"})
+
+	// Digest agility (RFC 7671 §9): with 3 1 2 published, 3 1 1 records
+	// for the same usage and selector are not used.
+	other := selfSigned(t, "attacker.invalid")
+	agA := selfSigned(t, "mx.agility1.example")
+	ip, _ = w.server("mx.agility1.example", agA)
+	zone("agility1.example").Add(t, "@ MX 10 mx", "mx A "+ip,
+		tlsa("_25._tcp.mx.agility1.example", 3, 1, 2, other),
+		tlsa("_25._tcp.mx.agility1.example", 3, 1, 1, agA))
+	add(diffCase{name: "agility-sha512-fails-sha256-matches", domain: "agility1.example", want: "deferred"})
+	agB := selfSigned(t, "mx.agility2.example")
+	ip, _ = w.server("mx.agility2.example", agB)
+	zone("agility2.example").Add(t, "@ MX 10 mx", "mx A "+ip,
+		tlsa("_25._tcp.mx.agility2.example", 3, 1, 2, agB),
+		tlsa("_25._tcp.mx.agility2.example", 3, 1, 1, other))
+	add(diffCase{name: "agility-sha512-matches-sha256-fails", domain: "agility2.example", want: "authenticated"})
+
+	// TLSA RRset reached through a CNAME at the _25._tcp name, into
+	// another signed zone (RFC 7672 §2.2.3).
+	tcLeaf := selfSigned(t, "mx.tlsacname.example")
+	ip, _ = w.server("mx.tlsacname.example", tcLeaf)
+	zone("tlsastore.example").Add(t, tlsa("mx-keys.tlsastore.example", 3, 1, 1, tcLeaf))
+	zone("tlsacname.example").Add(t, "@ MX 10 mx", "mx A "+ip, "_25._tcp.mx CNAME mx-keys.tlsastore.example.")
+	add(diffCase{name: "tlsa-via-cname", domain: "tlsacname.example", want: "authenticated"})
+
+	// Secure denial of the TLSA name (NXDOMAIN): DANE does not apply.
+	nxLeaf := selfSigned(t, "mx.tlsanx.example")
+	ip, _ = w.server("mx.tlsanx.example", nxLeaf)
+	zone("tlsanx.example").Add(t, "@ MX 10 mx", "mx A "+ip)
+	add(diffCase{name: "tlsa-nxdomain-secure", domain: "tlsanx.example", want: "encrypted"})
+
+	// Bogus TLSA: the TLSA name aliases into a zone with broken
+	// signatures: both must defer (RFC 7672 §2.1.1).
+	bg := selfSigned(t, "mx.bogustlsa.example")
+	ip, _ = w.server("mx.bogustlsa.example", bg)
+	zone("broken.example", dnsbed.BadSignatures()).Add(t, tlsa("x.broken.example", 3, 1, 1, bg))
+	zone("bogustlsa.example").Add(t, "@ MX 10 mx", "mx A "+ip, "_25._tcp.mx CNAME x.broken.example.")
+	add(diffCase{name: "bogus-tlsa", domain: "bogustlsa.example", want: "deferred"})
+
+	// --- MX hosts ---
+	t1 := selfSigned(t, "mx1.two.example")
+	t2 := selfSigned(t, "mx2.two.example")
+	ip1, _ := w.server("mx1.two.example", t1)
+	ip2, _ := w.server("mx2.two.example", t2)
+	zone("two.example").Add(t, "@ MX 10 mx1", "@ MX 20 mx2", "mx1 A "+ip1, "mx2 A "+ip2,
+		tlsa("_25._tcp.mx1.two.example", 3, 1, 1, t2), tlsa("_25._tcp.mx2.two.example", 3, 1, 1, t2))
+	add(diffCase{name: "first-mx-fails-second-passes", domain: "two.example",
+		hosts: []string{"mx1.two.example", "mx2.two.example"}, want: "authenticated"})
+
+	// Two MX at one preference, one failing DANE: whichever is tried
+	// first, delivery ends authenticated at the other.
+	s1 := selfSigned(t, "mxa.samepref.example")
+	s2 := selfSigned(t, "mxb.samepref.example")
+	ip1, _ = w.server("mxa.samepref.example", s1)
+	ip2, _ = w.server("mxb.samepref.example", s2)
+	zone("samepref.example").Add(t, "@ MX 10 mxa", "@ MX 10 mxb", "mxa A "+ip1, "mxb A "+ip2,
+		tlsa("_25._tcp.mxa.samepref.example", 3, 1, 1, other), tlsa("_25._tcp.mxb.samepref.example", 3, 1, 1, s2))
+	add(diffCase{name: "same-preference", domain: "samepref.example",
+		hosts: []string{"mxa.samepref.example", "mxb.samepref.example"}, want: "authenticated"})
+
+	// MX host CNAME into another signed zone: TLSA at the expanded name.
+	cn := selfSigned(t, "host.target.example")
+	ip, _ = w.server("host.target.example", cn)
+	zone("target.example").Add(t, "host A "+ip, tlsa("_25._tcp.host.target.example", 3, 1, 1, cn))
+	zone("cname.example").Add(t, "@ MX 10 mx", "mx CNAME host.target.example.")
+	add(diffCase{name: "mx-cname-signed-target", domain: "cname.example", want: "authenticated"})
+
+	// MX host CNAME into an unsigned zone: TLSA at the original name.
+	cn2 := selfSigned(t, "host.unsigned.example")
+	ip, _ = w.server("host.unsigned.example", cn2)
+	zone("unsigned.example", dnsbed.Unsigned()).Add(t, "host A "+ip)
+	zone("cname2.example").Add(t, "@ MX 10 mx", "mx CNAME host.unsigned.example.", tlsa("_25._tcp.mx.cname2.example", 3, 1, 1, cn2))
+	add(diffCase{name: "mx-cname-unsigned-target", domain: "cname2.example", want: "authenticated"})
+
+	// Secure MX RRset, MX host (not an alias) in an unsigned zone, with a
+	// TLSA record there that cannot validate: DANE does not apply
+	// (RFC 7672 §2.2.2, "Non-CNAME" with insecure addresses).
+	ua := selfSigned(t, "mx.unsigned2.example")
+	ip, _ = w.server("mx.unsigned2.example", ua)
+	zone("unsigned2.example", dnsbed.Unsigned()).Add(t, "mx A "+ip, tlsa("_25._tcp.mx.unsigned2.example", 3, 1, 1, other))
+	zone("insaddr.example").Add(t, "@ MX 10 mx.unsigned2.example.")
+	add(diffCase{name: "secure-mx-insecure-host", domain: "insaddr.example", want: "encrypted"})
+
+	// No MX: the domain is its own host (RFC 7672 §2.2.2).
+	nomx := selfSigned(t, "nomx.example")
+	ip, _ = w.server("nomx.example", nomx)
+	zone("nomx.example").Add(t, "@ A "+ip, tlsa("_25._tcp.nomx.example", 3, 1, 1, nomx))
+	add(diffCase{name: "implicit-mx", domain: "nomx.example", want: "authenticated"})
+
+	// Unsigned domain, no TLS: DANE does not apply.
+	ip, _ = w.server("mx.insecure.example", nil)
+	zone("insecure.example", dnsbed.Unsigned()).Add(t, "@ MX 10 mx", "mx A "+ip)
+	add(diffCase{name: "insecure-domain", domain: "insecure.example", want: "plaintext"})
+
+	// Insecure MX RRset, MX host in a signed zone with TLSA: RFC 7672
+	// §2.2.1 lets the client use the host's TLSA. daneguard does; Postfix
+	// does too at level dane (smtp_tls_dane_insecure_mx_policy defaults to
+	// "dane" when smtp_tls_security_level is dane, postconf(5); -M in
+	// posttls-finger(1)).
+	hosted := selfSigned(t, "mx.provider.example")
+	ip, _ = w.server("mx.provider.example", hosted)
+	zone("provider.example").Add(t, "mx A "+ip, tlsa("_25._tcp.mx.provider.example", 3, 1, 1, hosted))
+	zone("hosted.example", dnsbed.Unsigned()).Add(t, "@ MX 10 mx.provider.example.")
+	add(diffCase{name: "insecure-mx-host-tlsa", domain: "hosted.example", want: "authenticated"})
+
+	// dane-only without TLSA: both policies defer. posttls-finger itself
+	// probes at "secure" then (posttls-finger(1), -l), so its verdict is
+	// read as smtp(8) would act: postconf(5) smtp_tls_security_level
+	// "dane-only" defers without usable TLSA.
+	only := selfSigned(t, "mx.only.example")
+	ip, _ = w.server("mx.only.example", only)
+	zone("only.example").Add(t, "@ MX 10 mx", "mx A "+ip)
+	add(diffCase{name: "dane-only-without-tlsa", domain: "only.example", want: "deferred", level: "dane-only"})
+
+	w.start()
+	m := maddybed.Start(t, maddybed.Options{MXAuth: "dane {\n policy only.example dane-only\n }", NoConnReuse: true})
+	f := newFinger(t, bin)
+
+	type row struct{ name, dg, ptf, want string }
+	var table []row
+	t.Cleanup(func() {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%-38s %-14s %-14s %s\n", "scenario", "daneguard", "posttls-finger", "RFC")
+		for _, r := range table {
+			fmt.Fprintf(&b, "%-38s %-14s %-14s %s\n", r.name, r.dg, r.ptf, r.want)
+		}
+		t.Logf("verdicts:\n%s", b.String())
+	})
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			level := c.level
+			if level == "" {
+				level = "dane"
+			}
+			pr := fingerVerdict(t, f, level, c)
+			dg := daneguardVerdict(t, m, c.domain)
+			table = append(table, row{c.name, dg, pr.verdict, c.want})
+			wantPTF := c.want
+			if c.ptfWant != "" {
+				wantPTF = c.ptfWant
+			}
+			if pr.verdict != wantPTF {
+				t.Errorf("posttls-finger: %s (%s, host %s), want %s\n%s", pr.verdict, pr.why, pr.host, wantPTF, pr.out)
+			}
+			if dg != c.want {
+				t.Errorf("daneguard: %s, want %s\n%v", dg, c.want, verdictFor(m, c.domain))
+			}
+			if c.ptfWant == "" && dg != pr.verdict {
+				t.Errorf("implementations disagree: daneguard %s, posttls-finger %s", dg, pr.verdict)
+			}
+		})
+	}
+}
+
+// fingerVerdict probes c with posttls-finger. For destinations with
+// several MX hosts it continues, as smtp(8) does, with the remaining hosts
+// after a failed authentication.
+func fingerVerdict(t *testing.T, f *finger, level string, c diffCase) ptfResult {
+	t.Helper()
+	r := f.run(t, level, c.domain)
+	if len(c.hosts) < 2 || r.verdict != "deferred" || r.why == "dns" {
+		return r
+	}
+	tried := map[string]bool{r.host: true}
+	for _, h := range c.hosts {
+		if tried[h] {
+			continue
+		}
+		tried[h] = true
+		r = f.run(t, level, "["+h+"]")
+		if r.verdict != "deferred" {
+			return r
+		}
+	}
+	return r
+}
+
+// daneguardVerdict submits one message to the destination through the real
+// maddy and returns daneguard's final verdict, checked against what
+// happened to the message.
+func daneguardVerdict(t *testing.T, m *maddybed.Maddy, domain string) string {
+	t.Helper()
+	res := m.Send("alice@sender.test", []string{"bob@" + domain}, "hello "+domain)
+	v := field(lastVerdict(t, m, domain), "verdict")
+	switch {
+	case v == "deferred" && res.Err == nil:
+		t.Fatalf("daneguard deferred %s but maddy delivered", domain)
+	case v != "deferred" && res.Err != nil:
+		t.Fatalf("daneguard said %s for %s but delivery failed: %v", v, domain, res.Err)
+	case res.Err != nil && res.Code/100 != 4:
+		t.Fatalf("%s: reply %d %s %q, want 4xx", domain, res.Code, res.Enh, res.Text)
+	}
+	return v
+}
