@@ -156,7 +156,7 @@ type diffCase struct {
 	// ptfWant, when set, is Postfix's documented different outcome; diff
 	// explains it with the RFC and Postfix references.
 	ptfWant, diff string
-	level          string // -l for posttls-finger; "" = dane
+	level         string // -l for posttls-finger; "" = dane
 }
 
 func TestDANEDifferentialPostfix(t *testing.T) {
