@@ -21,6 +21,7 @@ import (
 	"github.com/maddy-dane/daneguard/internal/testbed/dnsbed"
 	"github.com/maddy-dane/daneguard/internal/testbed/maddybed"
 	"github.com/maddy-dane/daneguard/internal/testbed/pki"
+	"github.com/miekg/dns"
 )
 
 // postfixFinger returns the path of posttls-finger, or "".
@@ -95,6 +96,11 @@ func parseFinger(out, level string) ptfResult {
 	// unknown usage) or at the handshake (a digest of the wrong length).
 	unusable := strings.Contains(out, "no usable TLSA records found") ||
 		strings.Contains(out, "all TLSA records unusable")
+	// "no TLSA records found": the RRset seen, if any, was not secure
+	// (an alias into an unsigned zone, say) or there was none.
+	if strings.Contains(out, "no TLSA records found") {
+		tlsaSeen = false
+	}
 	// DANE is in force when a (validated) TLSA RRset was found with at
 	// least one usable record.
 	dane := tlsaSeen && !unusable
@@ -391,6 +397,146 @@ func TestDANEDifferentialPostfix(t *testing.T) {
 	zone("only.example").Add(t, "@ MX 10 mx", "mx A "+ip)
 	add(diffCase{name: "dane-only-without-tlsa", domain: "only.example", want: "deferred", level: "dane-only"})
 
+	// --- Wildcards (RFC 4592) ---
+	// A wildcard TLSA RRset at *._tcp.<host> answers _25._tcp.<host>.
+	wl := selfSigned(t, "mx.wild1.example")
+	ip, _ = w.server("mx.wild1.example", wl)
+	zone("wild1.example").Add(t, "@ MX 10 mx", "mx A "+ip, tlsa("*._tcp.mx.wild1.example", 3, 1, 1, wl))
+	add(diffCase{name: "wildcard-tlsa", domain: "wild1.example", want: "authenticated"})
+
+	wl2 := selfSigned(t, "mx.wild2.example")
+	ip, _ = w.server("mx.wild2.example", wl2)
+	zone("wild2.example").Add(t, "@ MX 10 mx", "mx A "+ip, tlsa("*._tcp.mx.wild2.example", 3, 1, 1, other))
+	add(diffCase{name: "wildcard-tlsa-mismatch", domain: "wild2.example", want: "deferred"})
+
+	// One wildcard owns the MX hosts' addresses and their TLSA records:
+	// _25._tcp.mx1.hosts.wild3.example is also below the closest encloser
+	// hosts.wild3.example.
+	wl3 := selfSigned(t, "mx1.hosts.wild3.example")
+	ip, _ = w.server("mx1.hosts.wild3.example", wl3)
+	zone("wild3.example").Add(t, "@ MX 10 mx1.hosts", "*.hosts A "+ip, tlsa("*.hosts.wild3.example", 3, 1, 1, wl3))
+	add(diffCase{name: "wildcard-host-and-tlsa", domain: "wild3.example", want: "authenticated"})
+
+	// A CNAME at the TLSA name into a wildcard TLSA RRset.
+	wl4 := selfSigned(t, "mx.wild4.example")
+	ip, _ = w.server("mx.wild4.example", wl4)
+	zone("keys.example").Add(t, tlsa("*.wild4.keys.example", 3, 1, 1, wl4))
+	zone("wild4.example").Add(t, "@ MX 10 mx", "mx A "+ip, "_25._tcp.mx CNAME mx.wild4.keys.example.")
+	add(diffCase{name: "tlsa-cname-to-wildcard", domain: "wild4.example", want: "authenticated"})
+
+	// --- more DANE-EE ---
+	ee310 := selfSigned(t, "mx.ee310.example")
+	ip, _ = w.server("mx.ee310.example", ee310)
+	zone("ee310.example").Add(t, "@ MX 10 mx", "mx A "+ip, tlsa("_25._tcp.mx.ee310.example", 3, 1, 0, ee310))
+	add(diffCase{name: "ee-3-1-0-full-spki", domain: "ee310.example", want: "authenticated"})
+
+	// DANE-EE matches the leaf only, never an issuer (RFC 7671 §5.1).
+	eeInter := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.eeinter.example"}})
+	ip, _ = w.server("mx.eeinter.example", eeInter)
+	zone("eeinter.example").Add(t, "@ MX 10 mx", "mx A "+ip, pki.TLSA(t, "_25._tcp.mx.eeinter.example.", 3, 0, 1, eeInter.Chain[0]))
+	add(diffCase{name: "ee-matches-issuer-only", domain: "eeinter.example", want: "deferred"})
+
+	// A failing DANE-EE record next to a matching DANE-TA record.
+	eeta := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.eeta.example"}})
+	ip, _ = w.serverTLS("mx.eeta.example", withRoot(eeta))
+	zone("eeta.example").Add(t, "@ MX 10 mx", "mx A "+ip,
+		tlsa("_25._tcp.mx.eeta.example", 3, 1, 1, other), caTLSA("_25._tcp.mx.eeta.example", 2, 0, 1))
+	add(diffCase{name: "ee-fails-ta-matches", domain: "eeta.example", want: "authenticated"})
+
+	// --- more DANE-TA ---
+	// A digest names an anchor the server must send (RFC 7671 §5.2.2).
+	taNoRoot := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.tanoroot.example"}})
+	ip, _ = w.server("mx.tanoroot.example", taNoRoot)
+	zone("tanoroot.example").Add(t, "@ MX 10 mx", "mx A "+ip, caTLSA("_25._tcp.mx.tanoroot.example", 2, 0, 1))
+	add(diffCase{name: "ta-digest-anchor-not-sent", domain: "tanoroot.example", want: "deferred"})
+
+	// The intermediate as the trust anchor.
+	taInt := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.taint.example"}})
+	ip, _ = w.server("mx.taint.example", taInt)
+	zone("taint.example").Add(t, "@ MX 10 mx", "mx A "+ip, pki.TLSA(t, "_25._tcp.mx.taint.example.", 2, 1, 1, inter.Cert))
+	add(diffCase{name: "ta-intermediate-anchor", domain: "taint.example", want: "authenticated"})
+
+	// No SAN: the CN-ID is matched (RFC 7672 §3.2.3).
+	taCN1 := inter.Leaf(t, pki.LeafOptions{CommonName: "mx.tacnid.example", NoSAN: true})
+	ip, _ = w.serverTLS("mx.tacnid.example", withRoot(taCN1))
+	zone("tacnid.example").Add(t, "@ MX 10 mx", "mx A "+ip, caTLSA("_25._tcp.mx.tacnid.example", 2, 0, 1))
+	add(diffCase{name: "ta-cn-only", domain: "tacnid.example", want: "authenticated"})
+
+	// With DNS-IDs present the CN-ID is not considered (RFC 7672 §3.2.3).
+	taCN2 := inter.Leaf(t, pki.LeafOptions{CommonName: "mx.tacnsan.example", DNSNames: []string{"elsewhere.example"}})
+	ip, _ = w.serverTLS("mx.tacnsan.example", withRoot(taCN2))
+	zone("tacnsan.example").Add(t, "@ MX 10 mx", "mx A "+ip, caTLSA("_25._tcp.mx.tacnsan.example", 2, 0, 1))
+	add(diffCase{name: "ta-cn-ignored-with-san", domain: "tacnsan.example", want: "deferred"})
+
+	// A wildcard matches one label only (RFC 7672 §3.2.3).
+	taW2 := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"*.tawild2.example"}})
+	ip, _ = w.serverTLS("mx.sub.tawild2.example", withRoot(taW2))
+	zone("tawild2.example").Add(t, "@ MX 10 mx.sub", "mx.sub A "+ip, caTLSA("_25._tcp.mx.sub.tawild2.example", 2, 0, 1))
+	add(diffCase{name: "ta-wildcard-two-labels", domain: "tawild2.example", want: "deferred"})
+
+	// The anchor's name constraints hold when the record is Cert(0)
+	// (RFC 7671 §5.2.2; RFC 5280 §4.2.1.10).
+	ncCA := pki.NewCAWith(t, pki.CAOptions{CommonName: "constrained root", PermittedDNSDomains: []string{"elsewhere.example"}, NameConstraintsCritical: true})
+	ncLeaf := ncCA.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.tanc.example"}})
+	ip, _ = w.server("mx.tanc.example", ncLeaf)
+	zone("tanc.example").Add(t, "@ MX 10 mx", "mx A "+ip, pki.TLSA(t, "_25._tcp.mx.tanc.example.", 2, 0, 0, ncCA.Cert))
+	add(diffCase{name: "ta-name-constraints", domain: "tanc.example", want: "deferred"})
+
+	// An expired intermediate below a DANE-TA root.
+	oldInter := ca.IntermediateWith(t, pki.CAOptions{CommonName: "expired intermediate", NotBefore: past.Add(-24 * time.Hour), NotAfter: past})
+	taOld := oldInter.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.taoldint.example"}})
+	ip, _ = w.serverTLS("mx.taoldint.example", withRoot(taOld))
+	zone("taoldint.example").Add(t, "@ MX 10 mx", "mx A "+ip, caTLSA("_25._tcp.mx.taoldint.example", 2, 0, 1))
+	add(diffCase{name: "ta-expired-intermediate", domain: "taoldint.example", want: "deferred"})
+
+	// --- more discovery ---
+	// TLSA name aliased into an unsigned zone: insecure, DANE does not
+	// apply (RFC 7672 §2.2.3).
+	tci := selfSigned(t, "mx.tlsains.example")
+	ip, _ = w.server("mx.tlsains.example", tci)
+	zone("unsignedkeys.example", dnsbed.Unsigned()).Add(t, tlsa("x.unsignedkeys.example", 3, 1, 1, other))
+	zone("tlsains.example").Add(t, "@ MX 10 mx", "mx A "+ip, "_25._tcp.mx CNAME x.unsignedkeys.example.")
+	add(diffCase{name: "tlsa-cname-insecure", domain: "tlsains.example", want: "encrypted"})
+
+	// TLSA NODATA: the name exists with other data.
+	nd := selfSigned(t, "mx.tlsanodata.example")
+	ip, _ = w.server("mx.tlsanodata.example", nd)
+	zone("tlsanodata.example").Add(t, "@ MX 10 mx", "mx A "+ip, `_25._tcp.mx TXT "no keys"`)
+	add(diffCase{name: "tlsa-nodata-secure", domain: "tlsanodata.example", want: "encrypted"})
+
+	// MX host CNAME: TLSA at the expanded name wins over the original
+	// (RFC 7672 §2.2.3), here failing.
+	cw := selfSigned(t, "host.target3.example")
+	ip, _ = w.server("host.target3.example", cw)
+	zone("target3.example").Add(t, "host A "+ip, tlsa("_25._tcp.host.target3.example", 3, 1, 1, other))
+	zone("cname3.example").Add(t, "@ MX 10 mx", "mx CNAME host.target3.example.", tlsa("_25._tcp.mx.cname3.example", 3, 1, 1, cw))
+	add(diffCase{name: "mx-cname-expanded-tlsa-first", domain: "cname3.example", want: "deferred"})
+
+	// Secure CNAME, no TLSA at the expanded name: the original is tried.
+	co := selfSigned(t, "host.target4.example")
+	ip, _ = w.server("host.target4.example", co)
+	zone("target4.example").Add(t, "host A "+ip)
+	zone("cname4.example").Add(t, "@ MX 10 mx", "mx CNAME host.target4.example.", tlsa("_25._tcp.mx.cname4.example", 3, 1, 1, co))
+	add(diffCase{name: "mx-cname-original-fallback", domain: "cname4.example", want: "authenticated"})
+
+	// Bogus MX RRset and bogus address records: defer.
+	bm := selfSigned(t, "mx.bogusmx.example")
+	ip, _ = w.server("mx.bogusmx.example", bm)
+	zone("bogusmx.example", dnsbed.BadSignatures()).Add(t, "@ MX 10 mx", "mx A "+ip)
+	add(diffCase{name: "bogus-mx", domain: "bogusmx.example", want: "deferred"})
+	ba := selfSigned(t, "mx.badaddr.example")
+	ip, _ = w.server("mx.badaddr.example", ba)
+	zone("badaddr.example", dnsbed.BadSignatures()).Add(t, "mx A "+ip)
+	zone("bogusaddr.example").Add(t, "@ MX 10 mx.badaddr.example.")
+	add(diffCase{name: "bogus-mx-address", domain: "bogusaddr.example", want: "deferred"})
+
+	// SERVFAIL for the TLSA query (RFC 7672 §2.1.1: defer).
+	sf := selfSigned(t, "mx.tlsaservfail.example")
+	ip, _ = w.server("mx.tlsaservfail.example", sf)
+	zone("tlsaservfail.example").Add(t, "@ MX 10 mx", "mx A "+ip, tlsa("_25._tcp.mx.tlsaservfail.example", 3, 1, 1, sf))
+	w.dns.SetFault(t, "_25._tcp.mx.tlsaservfail.example.", dns.TypeTLSA, dnsbed.ServFail)
+	add(diffCase{name: "tlsa-servfail", domain: "tlsaservfail.example", want: "deferred"})
+
 	w.start()
 	m := maddybed.Start(t, maddybed.Options{MXAuth: "dane {\n policy only.example dane-only\n }", NoConnReuse: true})
 	f := newFinger(t, bin)
@@ -460,6 +606,11 @@ func fingerVerdict(t *testing.T, f *finger, level string, c diffCase) ptfResult 
 func daneguardVerdict(t *testing.T, m *maddybed.Maddy, domain string) string {
 	t.Helper()
 	res := m.Send("alice@sender.test", []string{"bob@" + domain}, "hello "+domain)
+	if len(verdictFor(m, domain)) == 0 && res.Err != nil && res.Code/100 == 4 {
+		// maddy's own MX lookup failed (SERVFAIL) before it asked the
+		// policy anything: the message is deferred all the same.
+		return "deferred"
+	}
 	v := field(lastVerdict(t, m, domain), "verdict")
 	switch {
 	case v == "deferred" && res.Err == nil:
