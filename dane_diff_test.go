@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +65,7 @@ type ptfResult struct {
 	verdict string // authenticated, encrypted, plaintext, deferred
 	host    string // the server it reached, if any
 	why     string
+	dane    bool // a usable TLSA RRset was in force
 	out     string
 }
 
@@ -104,6 +106,7 @@ func parseFinger(out, level string) ptfResult {
 	// DANE is in force when a (validated) TLSA RRset was found with at
 	// least one usable record.
 	dane := tlsaSeen && !unusable
+	r.dane = dane
 	// postconf(5), smtp_tls_security_level: "dane-only" defers when no
 	// usable TLSA records exist; posttls-finger probes with "secure"
 	// instead, which is not what the delivery agent does.
@@ -156,13 +159,17 @@ type diffCase struct {
 	// failed TLS authentication, so the test does that itself, probing each
 	// further host as "[host]".
 	hosts []string
-	// want is the RFC 7672 outcome; both must reach it unless ptfWant says
-	// otherwise.
+	// want is the RFC 7672 outcome; both must reach it unless dgWant or
+	// ptfWant says otherwise.
 	want string
-	// ptfWant, when set, is Postfix's documented different outcome; diff
-	// explains it with the RFC and Postfix references.
-	ptfWant, diff string
-	level         string // -l for posttls-finger; "" = dane
+	// dgWant and ptfWant, when set, are daneguard's and Postfix's
+	// documented departures from want; the comment at the case cites the
+	// RFC section and the document that explains each.
+	dgWant, ptfWant string
+	// dgSNI, when set, is the SNI maddy sends where it is known to differ
+	// from the TLSA base domain that posttls-finger sends.
+	dgSNI string
+	level string // -l for posttls-finger; "" = dane
 }
 
 func TestDANEDifferentialPostfix(t *testing.T) {
@@ -348,7 +355,32 @@ func TestDANEDifferentialPostfix(t *testing.T) {
 	ip, _ = w.server("host.target.example", cn)
 	zone("target.example").Add(t, "host A "+ip, tlsa("_25._tcp.host.target.example", 3, 1, 1, cn))
 	zone("cname.example").Add(t, "@ MX 10 mx", "mx CNAME host.target.example.")
-	add(diffCase{name: "mx-cname-signed-target", domain: "cname.example", want: "authenticated"})
+	// maddy's target.remote sends the MX host name as SNI (connect.go sets
+	// ServerName = host); RFC 7672 §8.1 asks for the TLSA base domain,
+	// which posttls-finger sends (posttls-finger(1), -s). docs/dane.md#sni.
+	add(diffCase{name: "mx-cname-signed-target", domain: "cname.example", want: "authenticated", dgSNI: "mx.cname.example"})
+
+	// The same, with a server that picks its certificate by SNI: for the
+	// TLSA base domain it presents the certificate the TLSA record pins,
+	// for any other name another one. Postfix sends the base domain and
+	// authenticates. maddy sends the MX host name (see above), gets the
+	// other certificate and daneguard defers: a departure from RFC 7672
+	// §8.1 that daneguard cannot repair from inside mx_auth, documented
+	// in docs/dane.md#sni and docs/troubleshooting.md. The mail waits;
+	// it is never sent unauthenticated.
+	sniA := selfSigned(t, "host.snitarget.example")
+	sniB := selfSigned(t, "default.snitarget.example")
+	ip, _ = w.serverTLS("host.snitarget.example", &tls.Config{GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		c := sniB.TLSCertificate()
+		if h.ServerName == "host.snitarget.example" {
+			c = sniA.TLSCertificate()
+		}
+		return &c, nil
+	}})
+	zone("snitarget.example").Add(t, "host A "+ip, tlsa("_25._tcp.host.snitarget.example", 3, 1, 1, sniA))
+	zone("snisel.example").Add(t, "@ MX 10 mx", "mx CNAME host.snitarget.example.")
+	add(diffCase{name: "mx-cname-sni-selected-cert", domain: "snisel.example", want: "authenticated",
+		dgWant: "deferred", dgSNI: "mx.snisel.example"})
 
 	// MX host CNAME into an unsigned zone: TLSA at the original name.
 	cn2 := selfSigned(t, "host.unsigned.example")
@@ -510,7 +542,7 @@ func TestDANEDifferentialPostfix(t *testing.T) {
 	ip, _ = w.server("host.target3.example", cw)
 	zone("target3.example").Add(t, "host A "+ip, tlsa("_25._tcp.host.target3.example", 3, 1, 1, other))
 	zone("cname3.example").Add(t, "@ MX 10 mx", "mx CNAME host.target3.example.", tlsa("_25._tcp.mx.cname3.example", 3, 1, 1, cw))
-	add(diffCase{name: "mx-cname-expanded-tlsa-first", domain: "cname3.example", want: "deferred"})
+	add(diffCase{name: "mx-cname-expanded-tlsa-first", domain: "cname3.example", want: "deferred", dgSNI: "mx.cname3.example"}) // SNI: see mx-cname-signed-target
 
 	// Secure CNAME, no TLSA at the expanded name: the original is tried.
 	co := selfSigned(t, "host.target4.example")
@@ -541,13 +573,40 @@ func TestDANEDifferentialPostfix(t *testing.T) {
 	m := maddybed.Start(t, maddybed.Options{MXAuth: "dane {\n policy only.example dane-only\n }", NoConnReuse: true})
 	f := newFinger(t, bin)
 
-	type row struct{ name, dg, ptf, want string }
+	// sniSince returns the distinct SNI names sent in STARTTLS handshakes
+	// on connections accepted after the counts in before. The SNI is
+	// recorded from the ClientHello, before the client can finish, so it
+	// is final once the client has returned.
+	counts := func() map[string]int {
+		out := map[string]int{}
+		for h, s := range w.srvs {
+			out[h] = s.ConnectionCount()
+		}
+		return out
+	}
+	sniSince := func(before map[string]int) string {
+		seen := map[string]bool{}
+		var out []string
+		for h, s := range w.srvs {
+			cs := s.Connections()
+			for _, c := range cs[min(before[h], len(cs)):] {
+				if c.StartTLS && !seen[c.ServerName] {
+					seen[c.ServerName] = true
+					out = append(out, c.ServerName)
+				}
+			}
+		}
+		slices.Sort(out)
+		return strings.Join(out, ",")
+	}
+
+	type row struct{ name, dg, ptf, want, sni string }
 	var table []row
 	t.Cleanup(func() {
 		var b strings.Builder
-		fmt.Fprintf(&b, "%-38s %-14s %-14s %s\n", "scenario", "daneguard", "posttls-finger", "RFC")
+		fmt.Fprintf(&b, "%-38s %-14s %-14s %-14s %s\n", "scenario", "daneguard", "posttls-finger", "RFC", "SNI (both)")
 		for _, r := range table {
-			fmt.Fprintf(&b, "%-38s %-14s %-14s %s\n", r.name, r.dg, r.ptf, r.want)
+			fmt.Fprintf(&b, "%-38s %-14s %-14s %-14s %s\n", r.name, r.dg, r.ptf, r.want, r.sni)
 		}
 		t.Logf("verdicts:\n%s", b.String())
 	})
@@ -557,9 +616,27 @@ func TestDANEDifferentialPostfix(t *testing.T) {
 			if level == "" {
 				level = "dane"
 			}
+			before := counts()
 			pr := fingerVerdict(t, f, level, c)
+			ptfSNI := sniSince(before)
+			before = counts()
 			dg := daneguardVerdict(t, m, c.domain)
-			table = append(table, row{c.name, dg, pr.verdict, c.want})
+			dgSNI := sniSince(before)
+			sni := ""
+			// With DANE in force both send the TLSA base domain as SNI
+			// (RFC 7672 §8.1; posttls-finger(1), -s).
+			if len(c.hosts) < 2 && pr.dane && pr.why != "no-tls" {
+				sni = ptfSNI
+				wantDG := ptfSNI
+				if c.dgSNI != "" {
+					wantDG = c.dgSNI
+					sni = "ptf " + ptfSNI + ", maddy " + dgSNI
+				}
+				if ptfSNI == "" || dgSNI != wantDG {
+					t.Errorf("SNI: posttls-finger sent %q, maddy with daneguard %q (want %q)", ptfSNI, dgSNI, wantDG)
+				}
+			}
+			table = append(table, row{c.name, dg, pr.verdict, c.want, sni})
 			wantPTF := c.want
 			if c.ptfWant != "" {
 				wantPTF = c.ptfWant
@@ -567,10 +644,14 @@ func TestDANEDifferentialPostfix(t *testing.T) {
 			if pr.verdict != wantPTF {
 				t.Errorf("posttls-finger: %s (%s, host %s), want %s\n%s", pr.verdict, pr.why, pr.host, wantPTF, pr.out)
 			}
-			if dg != c.want {
-				t.Errorf("daneguard: %s, want %s\n%v", dg, c.want, verdictFor(m, c.domain))
+			wantDG := c.want
+			if c.dgWant != "" {
+				wantDG = c.dgWant
 			}
-			if c.ptfWant == "" && dg != pr.verdict {
+			if dg != wantDG {
+				t.Errorf("daneguard: %s, want %s\n%v", dg, wantDG, verdictFor(m, c.domain))
+			}
+			if c.ptfWant == "" && c.dgWant == "" && dg != pr.verdict {
 				t.Errorf("implementations disagree: daneguard %s, posttls-finger %s", dg, pr.verdict)
 			}
 		})
