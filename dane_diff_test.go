@@ -65,7 +65,8 @@ type ptfResult struct {
 	verdict string // authenticated, encrypted, plaintext, deferred
 	host    string // the server it reached, if any
 	why     string
-	dane    bool // a usable TLSA RRset was in force
+	dane    bool   // a usable TLSA RRset was in force
+	word    string // Verified, Trusted, Untrusted or Anonymous
 	out     string
 }
 
@@ -121,7 +122,7 @@ func parseFinger(out, level string) ptfResult {
 		return r
 	}
 	if m := ptfTLSLine.FindStringSubmatch(out); m != nil {
-		r.host = m[2]
+		r.host, r.word = m[2], m[1]
 		switch {
 		case m[1] == "Verified" || m[1] == "Trusted":
 			r.verdict, r.why = "authenticated", "verified"
@@ -569,8 +570,98 @@ func TestDANEDifferentialPostfix(t *testing.T) {
 	w.dns.SetFault(t, "_25._tcp.mx.tlsaservfail.example.", dns.TypeTLSA, dnsbed.ServFail)
 	add(diffCase{name: "tlsa-servfail", domain: "tlsaservfail.example", want: "deferred"})
 
+	// --- more digest agility (RFC 7671 §9) ---
+	// Full(0) is never set aside for a digest.
+	ag3 := selfSigned(t, "mx.agility3.example")
+	ip, _ = w.server("mx.agility3.example", ag3)
+	zone("agility3.example").Add(t, "@ MX 10 mx", "mx A "+ip,
+		tlsa("_25._tcp.mx.agility3.example", 3, 1, 0, ag3), tlsa("_25._tcp.mx.agility3.example", 3, 1, 2, other))
+	add(diffCase{name: "agility-full-kept", domain: "agility3.example", want: "authenticated"})
+	// ... nor does it save a weaker digest.
+	ag4 := selfSigned(t, "mx.agility4.example")
+	ip, _ = w.server("mx.agility4.example", ag4)
+	zone("agility4.example").Add(t, "@ MX 10 mx", "mx A "+ip,
+		tlsa("_25._tcp.mx.agility4.example", 3, 1, 0, other), tlsa("_25._tcp.mx.agility4.example", 3, 1, 2, other),
+		tlsa("_25._tcp.mx.agility4.example", 3, 1, 1, ag4))
+	add(diffCase{name: "agility-full-and-sha512-fail", domain: "agility4.example", want: "deferred"})
+	// Agility is per usage and selector.
+	ag5 := selfSigned(t, "mx.agility5.example")
+	ip, _ = w.server("mx.agility5.example", ag5)
+	zone("agility5.example").Add(t, "@ MX 10 mx", "mx A "+ip,
+		tlsa("_25._tcp.mx.agility5.example", 3, 0, 2, other), tlsa("_25._tcp.mx.agility5.example", 3, 1, 1, ag5))
+	add(diffCase{name: "agility-per-selector", domain: "agility5.example", want: "authenticated"})
+	// Malformed records are discarded before agility applies.
+	ag6 := selfSigned(t, "mx.agility6.example")
+	ip, _ = w.server("mx.agility6.example", ag6)
+	zone("agility6.example").Add(t, "@ MX 10 mx", "mx A "+ip,
+		pki.TLSARaw(t, "_25._tcp.mx.agility6.example.", 3, 1, 2, make([]byte, 32)), tlsa("_25._tcp.mx.agility6.example", 3, 1, 1, ag6))
+	add(diffCase{name: "agility-malformed-sha512-ignored", domain: "agility6.example", want: "authenticated"})
+	// Agility for DANE-TA: a wrong 2 0 2 hides the matching 2 0 1.
+	ag7 := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.agility7.example"}})
+	ip, _ = w.serverTLS("mx.agility7.example", withRoot(ag7))
+	zone("agility7.example").Add(t, "@ MX 10 mx", "mx A "+ip,
+		pki.TLSA(t, "_25._tcp.mx.agility7.example.", 2, 0, 2, other.Cert), caTLSA("_25._tcp.mx.agility7.example", 2, 0, 1))
+	add(diffCase{name: "agility-ta-sha512-fails", domain: "agility7.example", want: "deferred"})
+
+	// --- reference identifiers, more ---
+	// Insecure MX: the MX host name is the only reference identifier
+	// (RFC 7672 §3.2.2); a certificate for the domain alone fails.
+	// Postfix departs from this on purpose: postconf(5),
+	// smtp_tls_dane_insecure_mx_policy "dane": "The TLSA records will be
+	// used just as with "secure" MX records", and its dane_init()
+	// (src/smtp/smtp_tls_policy.c) adds the MX lookup's query and
+	// CNAME-expanded names to the match list whether the MX RRset is
+	// secure or not. It logs the result as "Trusted", not "Verified".
+	hta := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"hostedta.example"}})
+	ip, _ = w.serverTLS("mx.provta.example", withRoot(hta))
+	zone("provta.example").Add(t, "mx A "+ip, caTLSA("_25._tcp.mx.provta.example", 2, 0, 1))
+	zone("hostedta.example", dnsbed.Unsigned()).Add(t, "@ MX 10 mx.provta.example.")
+	add(diffCase{name: "ta-insecure-mx-domain-name", domain: "hostedta.example", want: "deferred", ptfWant: "authenticated"})
+
+	// No MX, the next-hop name is a secure CNAME: the expanded name is
+	// the TLSA base domain, the original a second reference identifier
+	// (RFC 7672 §3.2.2, "TLSA records for non-MX hostnames": MUST).
+	// Postfix matches the TLSA base domain alone when no MX record was
+	// used: dane_init() in src/smtp/smtp_tls_policy.c adds next-hop names
+	// only "if (iter->mx)". posttls-finger therefore fails the name check.
+	// maddy connects to, and sends as SNI, the next-hop name itself (see
+	// mx-cname-signed-target for SNI).
+	nm := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"mail.nomxcn.example"}})
+	ip, _ = w.serverTLS("real.target5.example", withRoot(nm))
+	zone("target5.example").Add(t, "real A "+ip, caTLSA("_25._tcp.real.target5.example", 2, 0, 1))
+	zone("nomxcn.example").Add(t, "mail CNAME real.target5.example.")
+	add(diffCase{name: "ta-implicit-mx-cname-original-name", domain: "mail.nomxcn.example", want: "authenticated",
+		ptfWant: "deferred", dgSNI: "mail.nomxcn.example"})
+
+	// The same shape under dane-only, DANE-EE at the expanded name: the
+	// destination is secure (the CNAME and the MX denial validate), so
+	// mandatory DANE is satisfied. Regression: daneguard took maddy's
+	// host, the next-hop name, for a host outside the secure MX set and
+	// deferred with dane-required.
+	no2 := selfSigned(t, "real.target6.example")
+	ip, _ = w.server("real.target6.example", no2)
+	zone("target6.example").Add(t, "real A "+ip, tlsa("_25._tcp.real.target6.example", 3, 1, 1, no2))
+	zone("nomxonly.example").Add(t, "mail CNAME real.target6.example.")
+	add(diffCase{name: "dane-only-implicit-mx-cname", domain: "mail.nomxonly.example", want: "authenticated",
+		level: "dane-only", dgSNI: "mail.nomxonly.example"})
+
+	// A worse MX with TLSA does not pre-empt a better one without
+	// (RFC 7672 §2.2.1): delivery to the first, encrypted.
+	pr1 := selfSigned(t, "mx1.pref.example")
+	pr2 := selfSigned(t, "mx2.pref.example")
+	ip1, _ = w.server("mx1.pref.example", pr1)
+	ip2, _ = w.server("mx2.pref.example", pr2)
+	zone("pref.example").Add(t, "@ MX 10 mx1", "@ MX 20 mx2", "mx1 A "+ip1, "mx2 A "+ip2, tlsa("_25._tcp.mx2.pref.example", 3, 1, 1, pr2))
+	add(diffCase{name: "better-mx-without-tlsa", domain: "pref.example", want: "encrypted"})
+
+	// DANE-TA on a root that issued the leaf directly, root not sent.
+	direct := ca.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.tadirect.example"}})
+	ip, _ = w.server("mx.tadirect.example", direct)
+	zone("tadirect.example").Add(t, "@ MX 10 mx", "mx A "+ip, caTLSA("_25._tcp.mx.tadirect.example", 2, 0, 0))
+	add(diffCase{name: "ta-root-issued-leaf", domain: "tadirect.example", want: "authenticated"})
+
 	w.start()
-	m := maddybed.Start(t, maddybed.Options{MXAuth: "dane {\n policy only.example dane-only\n }", NoConnReuse: true})
+	m := maddybed.Start(t, maddybed.Options{MXAuth: "dane {\n policy only.example dane-only\n policy mail.nomxonly.example dane-only\n }", NoConnReuse: true})
 	f := newFinger(t, bin)
 
 	// sniSince returns the distinct SNI names sent in STARTTLS handshakes
@@ -604,9 +695,9 @@ func TestDANEDifferentialPostfix(t *testing.T) {
 	var table []row
 	t.Cleanup(func() {
 		var b strings.Builder
-		fmt.Fprintf(&b, "%-38s %-14s %-14s %-14s %s\n", "scenario", "daneguard", "posttls-finger", "RFC", "SNI (both)")
+		fmt.Fprintf(&b, "%-36s %-14s %-37s %-31s %s\n", "scenario", "RFC", "daneguard (reason)", "posttls-finger (evidence)", "SNI (both)")
 		for _, r := range table {
-			fmt.Fprintf(&b, "%-38s %-14s %-14s %-14s %s\n", r.name, r.dg, r.ptf, r.want, r.sni)
+			fmt.Fprintf(&b, "%-36s %-14s %-37s %-31s %s\n", r.name, r.want, r.dg, r.ptf, r.sni)
 		}
 		t.Logf("verdicts:\n%s", b.String())
 	})
@@ -620,7 +711,7 @@ func TestDANEDifferentialPostfix(t *testing.T) {
 			pr := fingerVerdict(t, f, level, c)
 			ptfSNI := sniSince(before)
 			before = counts()
-			dg := daneguardVerdict(t, m, c.domain)
+			dg, reason := daneguardVerdict(t, m, c.domain)
 			dgSNI := sniSince(before)
 			sni := ""
 			// With DANE in force both send the TLSA base domain as SNI
@@ -636,7 +727,11 @@ func TestDANEDifferentialPostfix(t *testing.T) {
 					t.Errorf("SNI: posttls-finger sent %q, maddy with daneguard %q (want %q)", ptfSNI, dgSNI, wantDG)
 				}
 			}
-			table = append(table, row{c.name, dg, pr.verdict, c.want, sni})
+			ev := pr.word
+			if ev == "" {
+				ev = pr.why
+			}
+			table = append(table, row{c.name, dg + " (" + reason + ")", pr.verdict + " (" + ev + ")", c.want, sni})
 			wantPTF := c.want
 			if c.ptfWant != "" {
 				wantPTF = c.ptfWant
@@ -650,6 +745,16 @@ func TestDANEDifferentialPostfix(t *testing.T) {
 			}
 			if dg != wantDG {
 				t.Errorf("daneguard: %s, want %s\n%v", dg, wantDG, verdictFor(m, c.domain))
+			}
+			// An authentication through an insecure MX RRset is not secure
+			// delivery to the domain (RFC 7672 §2.2.1): Postfix logs it as
+			// "Trusted" rather than "Verified" (postconf(5),
+			// smtp_tls_dane_insecure_mx_policy), daneguard with reason
+			// dane-match-insecure-mx rather than dane-match.
+			if dg == "authenticated" && pr.verdict == "authenticated" {
+				if (pr.word == "Trusted") != (reason == "dane-match-insecure-mx") {
+					t.Errorf("posttls-finger says %s, daneguard's reason is %s", pr.word, reason)
+				}
 			}
 			if c.ptfWant == "" && c.dgWant == "" && dg != pr.verdict {
 				t.Errorf("implementations disagree: daneguard %s, posttls-finger %s", dg, pr.verdict)
@@ -684,15 +789,16 @@ func fingerVerdict(t *testing.T, f *finger, level string, c diffCase) ptfResult 
 // daneguardVerdict submits one message to the destination through the real
 // maddy and returns daneguard's final verdict, checked against what
 // happened to the message.
-func daneguardVerdict(t *testing.T, m *maddybed.Maddy, domain string) string {
+func daneguardVerdict(t *testing.T, m *maddybed.Maddy, domain string) (verdict, reason string) {
 	t.Helper()
 	res := m.Send("alice@sender.test", []string{"bob@" + domain}, "hello "+domain)
 	if len(verdictFor(m, domain)) == 0 && res.Err != nil && res.Code/100 == 4 {
 		// maddy's own MX lookup failed (SERVFAIL) before it asked the
 		// policy anything: the message is deferred all the same.
-		return "deferred"
+		return "deferred", "maddy-mx-lookup"
 	}
-	v := field(lastVerdict(t, m, domain), "verdict")
+	e := lastVerdict(t, m, domain)
+	v := field(e, "verdict")
 	switch {
 	case v == "deferred" && res.Err == nil:
 		t.Fatalf("daneguard deferred %s but maddy delivered", domain)
@@ -701,5 +807,5 @@ func daneguardVerdict(t *testing.T, m *maddybed.Maddy, domain string) string {
 	case res.Err != nil && res.Code/100 != 4:
 		t.Fatalf("%s: reply %d %s %q, want 4xx", domain, res.Code, res.Enh, res.Text)
 	}
-	return v
+	return v, field(e, "reason")
 }
