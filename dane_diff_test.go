@@ -654,6 +654,32 @@ func TestDANEDifferentialPostfix(t *testing.T) {
 	zone("pref.example").Add(t, "@ MX 10 mx1", "@ MX 20 mx2", "mx1 A "+ip1, "mx2 A "+ip2, tlsa("_25._tcp.mx2.pref.example", 3, 1, 1, pr2))
 	add(diffCase{name: "better-mx-without-tlsa", domain: "pref.example", want: "encrypted"})
 
+	// MX host in an unsigned zone, a CNAME to a signed host with TLSA:
+	// the initial CNAME is insecure, so DANE does not apply even though
+	// the target validates (RFC 7672 §2.2.2, "Insecure CNAME").
+	ic := selfSigned(t, "host.signed7.example")
+	ip, _ = w.server("host.signed7.example", ic)
+	zone("signed7.example").Add(t, "host A "+ip, tlsa("_25._tcp.host.signed7.example", 3, 1, 1, ic))
+	zone("unsigned3.example", dnsbed.Unsigned()).Add(t, "mx CNAME host.signed7.example.")
+	zone("inscname.example").Add(t, "@ MX 10 mx.unsigned3.example.")
+	add(diffCase{name: "mx-host-insecure-cname-to-signed", domain: "inscname.example", want: "encrypted"})
+
+	// The next-hop name is an insecure CNAME to a signed domain with MX
+	// and TLSA: the MX RRset counts as insecure (RFC 7672 §2.1.3), the
+	// host's own TLSA still authenticates it (§2.2.1), never as secure
+	// delivery to the domain.
+	ih := selfSigned(t, "mx.signed8.example")
+	ip, _ = w.server("mx.signed8.example", ih)
+	zone("signed8.example").Add(t, "@ MX 10 mx", "mx A "+ip, tlsa("_25._tcp.mx.signed8.example", 3, 1, 1, ih))
+	zone("unsigned4.example", dnsbed.Unsigned()).Add(t, "mail CNAME signed8.example.")
+	add(diffCase{name: "next-hop-insecure-cname-to-signed", domain: "mail.unsigned4.example", want: "authenticated"})
+
+	// Names compare without regard to case (RFC 4343).
+	up := inter.Leaf(t, pki.LeafOptions{DNSNames: []string{"MX.TAUPPER.EXAMPLE"}})
+	ip, _ = w.serverTLS("mx.taupper.example", withRoot(up))
+	zone("taupper.example").Add(t, "@ MX 10 mx", "mx A "+ip, caTLSA("_25._tcp.mx.taupper.example", 2, 0, 1))
+	add(diffCase{name: "ta-name-case-insensitive", domain: "taupper.example", want: "authenticated"})
+
 	// DANE-TA on a root that issued the leaf directly, root not sent.
 	direct := ca.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.tadirect.example"}})
 	ip, _ = w.server("mx.tadirect.example", direct)
