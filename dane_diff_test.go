@@ -680,6 +680,23 @@ func TestDANEDifferentialPostfix(t *testing.T) {
 	zone("taupper.example").Add(t, "@ MX 10 mx", "mx A "+ip, caTLSA("_25._tcp.mx.taupper.example", 2, 0, 1))
 	add(diffCase{name: "ta-name-case-insensitive", domain: "taupper.example", want: "authenticated"})
 
+	// Two CNAMEs from the MX host: the fully expanded name is the base.
+	c2 := selfSigned(t, "b.target10.example")
+	ip, _ = w.server("b.target10.example", c2)
+	zone("target10.example").Add(t, "a CNAME b", "b A "+ip, tlsa("_25._tcp.b.target10.example", 3, 1, 1, c2))
+	zone("cname10.example").Add(t, "@ MX 10 mx", "mx CNAME a.target10.example.")
+	add(diffCase{name: "mx-double-cname", domain: "cname10.example", want: "authenticated", dgSNI: "mx.cname10.example"})
+
+	// The TLSA lookup at the expanded name fails (SERVFAIL): a lookup
+	// error delays delivery; it never moves on to the original name's
+	// records (RFC 7672 §2.2.2 last paragraph, §2.1.1).
+	sf2 := selfSigned(t, "host.target11.example")
+	ip, _ = w.server("host.target11.example", sf2)
+	zone("target11.example").Add(t, "host A "+ip, tlsa("_25._tcp.host.target11.example", 3, 1, 1, sf2))
+	zone("cname11.example").Add(t, "@ MX 10 mx", "mx CNAME host.target11.example.", tlsa("_25._tcp.mx.cname11.example", 3, 1, 1, sf2))
+	w.dns.SetFault(t, "_25._tcp.host.target11.example.", dns.TypeTLSA, dnsbed.ServFail)
+	add(diffCase{name: "expanded-tlsa-servfail-no-fallback", domain: "cname11.example", want: "deferred"})
+
 	// DANE-TA on a root that issued the leaf directly, root not sent.
 	direct := ca.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.tadirect.example"}})
 	ip, _ = w.server("mx.tadirect.example", direct)
