@@ -24,7 +24,8 @@ type MXSet struct {
 	Secure bool
 	// Hosts are the MX host names sorted by preference (best first). When
 	// the domain has no MX records, Implicit is set and Hosts holds just
-	// the domain itself (RFC 5321 §5.1, RFC 7672 §2.2.2).
+	// the domain itself, as given, not CNAME-expanded (RFC 5321 §5.1,
+	// RFC 7672 §2.2.2).
 	Hosts    []MXHost
 	Implicit bool
 	// NullMX is set for a "0 ." MX record (RFC 7505): no mail accepted.
@@ -77,8 +78,12 @@ func (d *Discoverer) LookupMX(ctx context.Context, domain string) (*MXSet, error
 	// RFC 7672 §2.2.1: MX records are used in preference order.
 	sort.SliceStable(set.Hosts, func(i, j int) bool { return set.Hosts[i].Pref < set.Hosts[j].Pref })
 	if len(set.Hosts) == 0 && !set.NullMX {
+		// RFC 7672 §2.2.2: without MX records the next-hop domain itself
+		// is the sole server name. Keep the original name, the one the MTA
+		// connects to; the address lookup of that name expands any CNAME
+		// and yields both TLSA base candidates (expanded, then original).
 		set.Implicit = true
-		set.Hosts = []MXHost{{Host: set.Expanded}}
+		set.Hosts = []MXHost{{Host: set.Domain}}
 	}
 	return set, nil
 }
@@ -295,5 +300,6 @@ func (s *MXSet) Has(host string) bool {
 			return true
 		}
 	}
-	return false
+	// An implicit MX may be named by its CNAME expansion as well.
+	return s.Implicit && host == s.Expanded
 }

@@ -161,6 +161,16 @@ func TestDiscovery(t *testing.T) {
 	if nomx, err := d.LookupMX(ctx, "other.example"); err != nil || !nomx.Implicit || nomx.Hosts[0].Host != "other.example." {
 		t.Fatalf("implicit MX: %+v %v", nomx, err)
 	}
+	// No MX behind a secure CNAME: the next-hop name itself is the server
+	// name (RFC 7672 §2.2.2), the one the MTA connects to; it is a host of
+	// the secure set, and so is its expansion. (Regression: the set held
+	// only the expanded name, so the engine saw the MTA's host as outside
+	// a secure MX set and treated the destination as insecure.)
+	if nomx, err := d.LookupMX(ctx, "alias.example"); err != nil || !nomx.Implicit || !nomx.Secure ||
+		len(nomx.Hosts) != 1 || nomx.Hosts[0].Host != "alias.example." || nomx.Expanded != "host.other.example." ||
+		!nomx.Has("alias.example") || !nomx.Has("host.other.example.") || nomx.Has("other.example") {
+		t.Fatalf("implicit MX behind a CNAME: %+v %v", nomx, err)
+	}
 
 	h, err := d.LookupHost(ctx, "mx1.example")
 	if err != nil || h.Status != dane.HasTLSA || h.BaseDomain != "mx1.example." || len(h.TLSA) != 1 {

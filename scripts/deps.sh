@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a Debian machine: unbound (the
-# validating resolver of the test bed) and iproute2 (loopback inside the
-# tests' network namespaces). Go modules come through the module proxy.
+# validating resolver of the test bed), iproute2 (loopback inside the
+# tests' network namespaces) and postfix, whose posttls-finger is the
+# independent DANE implementation of dane_diff_test.go. Go modules come
+# through the module proxy.
 set -euo pipefail
 missing=()
 command -v unbound >/dev/null 2>&1 || missing+=(unbound)
 command -v unbound-control >/dev/null 2>&1 || missing+=(unbound)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v posttls-finger >/dev/null 2>&1 || [ -x /usr/sbin/posttls-finger ] || missing+=(postfix)
 if ((${#missing[@]})); then
 	if [ "$(id -u)" != 0 ]; then
 		echo "deps: please install as root: apt-get install ${missing[*]}" >&2
 		exit 1
 	fi
 	export DEBIAN_FRONTEND=noninteractive
+	# Postfix is wanted for its client tool only: "No configuration" leaves
+	# /etc/postfix/main.cf absent, so the package sets up no mail system and
+	# its init script refuses to start a daemon (nothing listens on port 25).
+	echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Should a postfix master run anyway (a machine configured before), it is
+# the host's; the tests bind 127.0.0.x:25 only inside their own network
+# namespaces, so it cannot take their port or their connections.
 # Debian starts the unbound service on install where an init system runs;
 # the tests start their own resolvers and need port 53 free only inside
 # their namespaces, so a host service is harmless.

@@ -120,7 +120,67 @@ func (v *view) resolve(resp *dns.Msg, zv *zoneView, qname string, qtype uint16, 
 		zv.noData(resp, qname, do)
 		return
 	}
+	if wild := "*." + zv.closestEncloser(qname); len(zv.sets[wild]) > 0 {
+		v.wildcard(resp, zv, qname, wild, qtype, do)
+		return
+	}
 	zv.nxDomain(resp, qname, do)
+}
+
+// wildcard answers qname, which does not exist, from the wildcard at its
+// closest encloser (RFC 4592 §3.3.1). Synthesized records take qname as
+// owner and keep the wildcard's signatures, whose Labels field tells a
+// validator that they were expanded (RFC 4035 §5.3.2). With DO the NSEC
+// covering qname proves that no closer name exists (RFC 4035 §3.1.3.3);
+// when the wildcard lacks the type, the wildcard's own NSEC proves that as
+// well (RFC 4035 §3.1.3.4).
+func (v *view) wildcard(resp *dns.Msg, zv *zoneView, qname, wild string, qtype uint16, do bool) {
+	types := zv.sets[wild]
+	synth := func(set *rrset) {
+		for _, rr := range set.rrs {
+			c := dns.Copy(rr)
+			c.Header().Name = qname
+			resp.Answer = append(resp.Answer, c)
+		}
+		if do {
+			for _, rr := range set.sigs {
+				c := dns.Copy(rr)
+				c.Header().Name = qname
+				resp.Answer = append(resp.Answer, c)
+			}
+		}
+	}
+	proveNoCloser := func() {
+		if do && zv.signed {
+			zv.appendSet(&resp.Ns, zv.covering(qname), do)
+		}
+	}
+	switch {
+	case qtype == dns.TypeANY:
+		for _, t := range sortedTypes(types) {
+			if t != dns.TypeNSEC {
+				synth(types[t])
+			}
+		}
+		proveNoCloser()
+	case types[qtype] != nil && qtype != dns.TypeNSEC:
+		synth(types[qtype])
+		proveNoCloser()
+	case types[dns.TypeCNAME] != nil:
+		synth(types[dns.TypeCNAME])
+		proveNoCloser()
+		v.chase(resp, qname, types[dns.TypeCNAME].rrs[0].(*dns.CNAME).Target, qtype, do)
+	default:
+		zv.appendSet(&resp.Ns, zv.negSOA, do)
+		if !do || !zv.signed {
+			return
+		}
+		first := zv.covering(qname)
+		zv.appendSet(&resp.Ns, first, do)
+		if second := types[dns.TypeNSEC]; second != nil && second != first {
+			zv.appendSet(&resp.Ns, second, do)
+		}
+	}
 }
 
 // chase follows a CNAME to target while the target has positive data in a

@@ -330,8 +330,15 @@ func (z *Zone) checkRecord(rr dns.RR, buf []byte) error {
 		}
 		return fmt.Errorf("owner %s belongs to the served zone %s; add it there", owner, deeper.origin)
 	}
-	if owner == "*." || strings.HasPrefix(owner, "*.") {
-		return fmt.Errorf("wildcard owner names are not supported")
+	if wild := owner == "*." || strings.HasPrefix(owner, "*."); wild {
+		// Wildcards (RFC 4592) are served for ordinary data; a wildcard
+		// delegation or one at the root is undefined or useless here.
+		switch {
+		case owner == "*.":
+			return fmt.Errorf("a wildcard directly below the root is not supported")
+		case h.Rrtype == dns.TypeNS || h.Rrtype == dns.TypeDS:
+			return fmt.Errorf("wildcard %s records are not supported (RFC 4592 §4.2)", dns.Type(h.Rrtype).String())
+		}
 	}
 	switch h.Rrtype {
 	case dns.TypeRRSIG, dns.TypeNSEC, dns.TypeNSEC3, dns.TypeNSEC3PARAM:
