@@ -522,6 +522,7 @@ hostname mx.sender.test
 target.remote out {
     mx_auth {
         dane {
+            debug yes
             resolver 127.0.0.1:53
             tlsrpt {
                 organization "Sender Test"
@@ -543,6 +544,11 @@ smtp tcp://127.0.0.1:2526 {
 	out, err := exec.Command(maddybed.Binary(t), "--config", conf, "verify-config").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "configuration OK") {
 		t.Fatalf("verify-config: %v\n%s", err, out)
+	}
+	// The block references its own target (deliver_to &out): it must
+	// still be initialized once, as `maddy run` does.
+	if n := strings.Count(string(out), "daneguard: initialized"); n != 1 {
+		t.Fatalf("the dane block was initialized %d times, want 1:\n%s", n, out)
 	}
 	var written []string
 	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {

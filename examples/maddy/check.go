@@ -236,14 +236,9 @@ func loadDaneConfig(path string) (*daneguard.Policy, string, func(), error) {
 		return nil, "", nil, err
 	}
 	before := len(daneguard.Instances())
-	for _, m := range mods {
-		if m.Cfg.Name != "target.remote" {
-			continue
-		}
-		if err := m.Instance.Init(config.NewMap(globals, m.Cfg)); err != nil {
-			done()
-			return nil, "", nil, err
-		}
+	if _, err := initRemoteTargets(mods); err != nil {
+		done()
+		return nil, "", nil, err
 	}
 	insts := daneguard.Instances()[before:]
 	if len(insts) == 0 {

@@ -6,7 +6,6 @@ import (
 
 	"github.com/foxcpp/maddy"
 	parser "github.com/foxcpp/maddy/framework/cfgparser"
-	"github.com/foxcpp/maddy/framework/config"
 	"github.com/foxcpp/maddy/framework/hooks"
 	"github.com/foxcpp/maddy/framework/module"
 	"github.com/urfave/cli/v2"
@@ -50,18 +49,30 @@ func verifyConfig(path string) error {
 	if err != nil {
 		return err
 	}
-	checked := 0
-	for _, m := range mods {
-		if m.Cfg.Name != "target.remote" {
-			continue
-		}
-		if err := m.Instance.Init(config.NewMap(globals, m.Cfg)); err != nil {
-			return err
-		}
-		checked++
+	checked, err := initRemoteTargets(mods)
+	if err != nil {
+		return err
 	}
 	if checked == 0 {
 		fmt.Fprintln(os.Stderr, "note: no top-level target.remote block found; inline remote targets are checked when the server starts")
 	}
 	return nil
+}
+
+// initRemoteTargets initializes the top-level target.remote blocks (and,
+// through maddy's lazy initialization, what they reference), each once:
+// a block that another one references, such as the target a TLS report
+// pipeline delivers to, is initialized by that reference already.
+func initRemoteTargets(mods []maddy.ModInfo) (int, error) {
+	n := 0
+	for _, m := range mods {
+		if m.Cfg.Name != "target.remote" {
+			continue
+		}
+		if _, err := module.GetInstance(m.Instance.InstanceName()); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
