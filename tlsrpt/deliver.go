@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -32,7 +33,21 @@ func PostHTTPS(ctx context.Context, client *http.Client, uri string, gz []byte) 
 	if client == nil {
 		client = http.DefaultClient
 	}
-	resp, err := client.Do(req)
+	// Go's client answers a 301, 302 or 303 to a POST with a GET without
+	// the body; the 2xx of that GET would count as delivered while the
+	// report was lost. Follow only the redirects that repeat the POST
+	// (307, 308), and only to https: URIs; any other 3xx is a failure.
+	c := *client
+	c.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+		if r.Method != http.MethodPost || r.URL.Scheme != "https" {
+			return http.ErrUseLastResponse
+		}
+		if len(via) >= 10 {
+			return errors.New("tlsrpt: too many redirects")
+		}
+		return nil
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}
