@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -742,4 +743,36 @@ func TestManagerAfterClose(t *testing.T) {
 		t.Fatalf("policy %+v, %d fetches", r.Policy, env.site.count("example.com"))
 	}
 	wantSource(t, mustPolicy(t, env.m, "example.org"), SourceNone)
+}
+
+// TestManagerMaxDomains: recipient domains are chosen by whoever makes the
+// server send mail; the in-memory map stays within MaxDomains, and a
+// domain with a valid policy is not forgotten to make room (without a
+// store it could not be recovered before max_age, RFC 8461 §5.1).
+func TestManagerMaxDomains(t *testing.T) {
+	env := newEnv(t, nil)
+	m, err := NewManager(Config{
+		LookupTXT: env.txt.Lookup, Fetcher: env.fetch, Now: env.clock.Now,
+		Logger: slog.New(env.logs), MaxDomains: 10,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	env.publish("example.com", "1", policyText("enforce", 86400, "mx.example.com"))
+	wantSource(t, mustPolicy(t, m, "example.com"), SourceFetched)
+	for i := range 200 {
+		r := mustPolicy(t, m, fmt.Sprintf("d%d.example", i))
+		wantSource(t, r, SourceNone)
+		m.mu.Lock()
+		n := len(m.entries)
+		m.mu.Unlock()
+		if n > 10 {
+			t.Fatalf("%d domains in memory after %d lookups, limit 10", n, i+1)
+		}
+	}
+	wantSource(t, mustPolicy(t, m, "example.com"), SourceCache)
+	if n := env.site.count("example.com"); n != 1 {
+		t.Fatalf("example.com fetched %d times, want 1", n)
+	}
 }
