@@ -460,6 +460,9 @@ func (m *Manager) resolve(ctx context.Context, d string, force bool) *Result {
 		return stale(d, cached, fail.err)
 	}
 	id, err := m.lookupID(ctx, d)
+	// The lookup may have taken a while (LookupTimeout): a policy that
+	// reached its max_age meanwhile must not be applied (RFC 8461 §3.2).
+	cached = m.live(cached)
 	if err != nil {
 		if force && cached != nil {
 			// RFC 8461 §10.2: refresh regardless of the TXT record.
@@ -494,7 +497,8 @@ func (m *Manager) resolve(ctx context.Context, d string, force bool) *Result {
 		if !errors.As(err, &ferr) {
 			ferr = &Error{Reason: ReasonPolicyFetchError, Code: CodeConnect, Err: err}
 		}
-		return stale(d, cached, m.recordFailure(e, d, failFetch, id, ferr, cached, now))
+		// Likewise after a fetch that failed, possibly by timing out.
+		return stale(d, m.live(cached), m.recordFailure(e, d, failFetch, id, ferr, cached, now))
 	}
 	t := m.now()
 	p.ID, p.FetchedAt, p.Expires = id, t, t.Add(p.Lifetime())
@@ -509,6 +513,14 @@ func (m *Manager) resolve(ctx context.Context, d string, force bool) *Result {
 		m.log.Debug("mta-sts: policy fetched", attrs...)
 	}
 	return &Result{Domain: d, Policy: p, Source: SourceFetched}
+}
+
+// live returns p if it is still valid now, else nil.
+func (m *Manager) live(p *Policy) *Policy {
+	if p.ValidAt(m.now()) {
+		return p
+	}
+	return nil
 }
 
 // stale builds the Result for "no new policy": the cached one if any.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 	"reflect"
@@ -774,5 +775,63 @@ func TestManagerMaxDomains(t *testing.T) {
 	wantSource(t, mustPolicy(t, m, "example.com"), SourceCache)
 	if n := env.site.count("example.com"); n != 1 {
 		t.Fatalf("example.com fetched %d times, want 1", n)
+	}
+}
+
+// TestManagerNoPolicyPastMaxAge: a cached policy that reaches its max_age
+// while the TXT lookup or the fetch is under way (either may take tens of
+// seconds) is not applied when they fail (RFC 8461 §3.2).
+func TestManagerNoPolicyPastMaxAge(t *testing.T) {
+	env := newEnv(t, nil)
+	var slowDNS, slowFetch sync.Mutex // held: the step fails after 20s
+	slow := func(mu *sync.Mutex) bool {
+		if mu.TryLock() {
+			mu.Unlock()
+			return false
+		}
+		env.clock.Advance(20 * time.Second)
+		return true
+	}
+	f := *env.fetch
+	dial := f.DialContext
+	f.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		slow(&slowFetch)
+		return dial(ctx, network, addr)
+	}
+	m, err := NewManager(Config{
+		LookupTXT: func(ctx context.Context, name string) ([]string, error) {
+			if slow(&slowDNS) {
+				return nil, errors.New("server failure")
+			}
+			return env.txt.Lookup(ctx, name)
+		},
+		Fetcher: &f, Now: env.clock.Now, Logger: slog.New(env.logs),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+
+	env.publish("example.com", "1", policyText("enforce", 100, "mx.example.com"))
+	wantSource(t, mustPolicy(t, m, "example.com"), SourceFetched)
+	env.clock.Advance(90 * time.Second)
+	slowDNS.Lock()
+	r := mustPolicy(t, m, "example.com")
+	slowDNS.Unlock()
+	if r.Policy != nil {
+		t.Fatalf("policy expired during the lookup applied: source %s, expires %s, now %s", r.Source, r.Policy.Expires, env.clock.Now())
+	}
+
+	env.clock.Advance(time.Hour) // past any backoff
+	env.publish("example.com", "2", policyText("enforce", 100, "mx.example.com"))
+	wantSource(t, mustPolicy(t, m, "example.com"), SourceFetched)
+	env.clock.Advance(90 * time.Second)
+	env.publish("example.com", "3", policyText("enforce", 100, "mx.example.com"))
+	env.site.fail("example.com", http.StatusServiceUnavailable)
+	slowFetch.Lock()
+	r = mustPolicy(t, m, "example.com")
+	slowFetch.Unlock()
+	if r.Policy != nil {
+		t.Fatalf("policy expired during the fetch applied: source %s, expires %s, now %s", r.Source, r.Policy.Expires, env.clock.Now())
 	}
 }
