@@ -121,6 +121,13 @@ type Config struct {
 	// valid policy and were not asked about for this long. Default 24
 	// hours.
 	IdleTimeout time.Duration
+	// MaxDomains bounds the domains kept in memory. Domains come from
+	// recipient addresses, so anyone who can make this server send mail
+	// chooses them; when a new one would exceed the bound, domains
+	// without a valid policy and not in use are forgotten first (their
+	// failure backoff is lost; valid policies are always kept).
+	// Default 100000.
+	MaxDomains int
 	// RefreshConcurrency bounds parallel fetches in RefreshNow. Default 4.
 	RefreshConcurrency int
 	// LookupTimeout bounds the TXT lookup of one resolution; the whole
@@ -139,6 +146,7 @@ const (
 	DefaultIdleTimeout        = 24 * time.Hour
 	DefaultRefreshConcurrency = 4
 	DefaultLookupTimeout      = 30 * time.Second
+	DefaultMaxDomains         = 100_000
 	DefaultKeyPrefix          = "mta-sts/"
 )
 
@@ -228,6 +236,9 @@ func NewManager(cfg Config) (*Manager, error) {
 	if m.cfg.RefreshConcurrency <= 0 {
 		m.cfg.RefreshConcurrency = DefaultRefreshConcurrency
 	}
+	if m.cfg.MaxDomains <= 0 {
+		m.cfg.MaxDomains = DefaultMaxDomains
+	}
 	if m.cfg.KeyPrefix == "" {
 		m.cfg.KeyPrefix = DefaultKeyPrefix
 	}
@@ -307,6 +318,9 @@ func (m *Manager) acquire(d string, now time.Time) *entry {
 	m.mu.Lock()
 	e := m.entries[d]
 	if e == nil {
+		if len(m.entries) >= m.cfg.MaxDomains {
+			m.shedLocked(now)
+		}
 		e = &entry{}
 		m.entries[d] = e
 	}
@@ -446,6 +460,9 @@ func (m *Manager) resolve(ctx context.Context, d string, force bool) *Result {
 		return stale(d, cached, fail.err)
 	}
 	id, err := m.lookupID(ctx, d)
+	// The lookup may have taken a while (LookupTimeout): a policy that
+	// reached its max_age meanwhile must not be applied (RFC 8461 §3.2).
+	cached = m.live(cached)
 	if err != nil {
 		if force && cached != nil {
 			// RFC 8461 §10.2: refresh regardless of the TXT record.
@@ -480,7 +497,8 @@ func (m *Manager) resolve(ctx context.Context, d string, force bool) *Result {
 		if !errors.As(err, &ferr) {
 			ferr = &Error{Reason: ReasonPolicyFetchError, Code: CodeConnect, Err: err}
 		}
-		return stale(d, cached, m.recordFailure(e, d, failFetch, id, ferr, cached, now))
+		// Likewise after a fetch that failed, possibly by timing out.
+		return stale(d, m.live(cached), m.recordFailure(e, d, failFetch, id, ferr, cached, now))
 	}
 	t := m.now()
 	p.ID, p.FetchedAt, p.Expires = id, t, t.Add(p.Lifetime())
@@ -495,6 +513,14 @@ func (m *Manager) resolve(ctx context.Context, d string, force bool) *Result {
 		m.log.Debug("mta-sts: policy fetched", attrs...)
 	}
 	return &Result{Domain: d, Policy: p, Source: SourceFetched}
+}
+
+// live returns p if it is still valid now, else nil.
+func (m *Manager) live(p *Policy) *Policy {
+	if p.ValidAt(m.now()) {
+		return p
+	}
+	return nil
 }
 
 // stale builds the Result for "no new policy": the cached one if any.
@@ -656,6 +682,22 @@ func (m *Manager) due(d string, now time.Time) bool {
 	}
 	age := min(m.cfg.RefreshInterval, p.Lifetime()/2)
 	return !now.Before(p.FetchedAt.Add(age))
+}
+
+// shedLocked makes room in a full entries map: it forgets domains that
+// are not in use and hold no valid policy, down to 9/10 of MaxDomains so
+// that the scan is not repeated for every new domain. m.mu must be held.
+func (m *Manager) shedLocked(now time.Time) {
+	target := m.cfg.MaxDomains - m.cfg.MaxDomains/10 - 1
+	for d, e := range m.entries {
+		if len(m.entries) <= target {
+			return
+		}
+		if e.busy > 0 || e.policy.ValidAt(now) {
+			continue
+		}
+		delete(m.entries, d)
+	}
 }
 
 // prune drops expired policies and idle entries.

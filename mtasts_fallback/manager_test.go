@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 	"reflect"
@@ -742,4 +744,94 @@ func TestManagerAfterClose(t *testing.T) {
 		t.Fatalf("policy %+v, %d fetches", r.Policy, env.site.count("example.com"))
 	}
 	wantSource(t, mustPolicy(t, env.m, "example.org"), SourceNone)
+}
+
+// TestManagerMaxDomains: recipient domains are chosen by whoever makes the
+// server send mail; the in-memory map stays within MaxDomains, and a
+// domain with a valid policy is not forgotten to make room (without a
+// store it could not be recovered before max_age, RFC 8461 §5.1).
+func TestManagerMaxDomains(t *testing.T) {
+	env := newEnv(t, nil)
+	m, err := NewManager(Config{
+		LookupTXT: env.txt.Lookup, Fetcher: env.fetch, Now: env.clock.Now,
+		Logger: slog.New(env.logs), MaxDomains: 10,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	env.publish("example.com", "1", policyText("enforce", 86400, "mx.example.com"))
+	wantSource(t, mustPolicy(t, m, "example.com"), SourceFetched)
+	for i := range 200 {
+		r := mustPolicy(t, m, fmt.Sprintf("d%d.example", i))
+		wantSource(t, r, SourceNone)
+		m.mu.Lock()
+		n := len(m.entries)
+		m.mu.Unlock()
+		if n > 10 {
+			t.Fatalf("%d domains in memory after %d lookups, limit 10", n, i+1)
+		}
+	}
+	wantSource(t, mustPolicy(t, m, "example.com"), SourceCache)
+	if n := env.site.count("example.com"); n != 1 {
+		t.Fatalf("example.com fetched %d times, want 1", n)
+	}
+}
+
+// TestManagerNoPolicyPastMaxAge: a cached policy that reaches its max_age
+// while the TXT lookup or the fetch is under way (either may take tens of
+// seconds) is not applied when they fail (RFC 8461 §3.2).
+func TestManagerNoPolicyPastMaxAge(t *testing.T) {
+	env := newEnv(t, nil)
+	var slowDNS, slowFetch sync.Mutex // held: the step fails after 20s
+	slow := func(mu *sync.Mutex) bool {
+		if mu.TryLock() {
+			mu.Unlock()
+			return false
+		}
+		env.clock.Advance(20 * time.Second)
+		return true
+	}
+	f := *env.fetch
+	dial := f.DialContext
+	f.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		slow(&slowFetch)
+		return dial(ctx, network, addr)
+	}
+	m, err := NewManager(Config{
+		LookupTXT: func(ctx context.Context, name string) ([]string, error) {
+			if slow(&slowDNS) {
+				return nil, errors.New("server failure")
+			}
+			return env.txt.Lookup(ctx, name)
+		},
+		Fetcher: &f, Now: env.clock.Now, Logger: slog.New(env.logs),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+
+	env.publish("example.com", "1", policyText("enforce", 100, "mx.example.com"))
+	wantSource(t, mustPolicy(t, m, "example.com"), SourceFetched)
+	env.clock.Advance(90 * time.Second)
+	slowDNS.Lock()
+	r := mustPolicy(t, m, "example.com")
+	slowDNS.Unlock()
+	if r.Policy != nil {
+		t.Fatalf("policy expired during the lookup applied: source %s, expires %s, now %s", r.Source, r.Policy.Expires, env.clock.Now())
+	}
+
+	env.clock.Advance(time.Hour) // past any backoff
+	env.publish("example.com", "2", policyText("enforce", 100, "mx.example.com"))
+	wantSource(t, mustPolicy(t, m, "example.com"), SourceFetched)
+	env.clock.Advance(90 * time.Second)
+	env.publish("example.com", "3", policyText("enforce", 100, "mx.example.com"))
+	env.site.fail("example.com", http.StatusServiceUnavailable)
+	slowFetch.Lock()
+	r = mustPolicy(t, m, "example.com")
+	slowFetch.Unlock()
+	if r.Policy != nil {
+		t.Fatalf("policy expired during the fetch applied: source %s, expires %s, now %s", r.Source, r.Policy.Expires, env.clock.Now())
+	}
 }

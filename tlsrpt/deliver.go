@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
+	"mime/quotedprintable"
 	"net/http"
 	"net/textproto"
 	"strings"
@@ -32,7 +34,21 @@ func PostHTTPS(ctx context.Context, client *http.Client, uri string, gz []byte) 
 	if client == nil {
 		client = http.DefaultClient
 	}
-	resp, err := client.Do(req)
+	// Go's client answers a 301, 302 or 303 to a POST with a GET without
+	// the body; the 2xx of that GET would count as delivered while the
+	// report was lost. Follow only the redirects that repeat the POST
+	// (307, 308), and only to https: URIs; any other 3xx is a failure.
+	c := *client
+	c.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+		if r.Method != http.MethodPost || r.URL.Scheme != "https" {
+			return http.ErrUseLastResponse
+		}
+		if len(via) >= 10 {
+			return errors.New("tlsrpt: too many redirects")
+		}
+		return nil
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}
@@ -90,13 +106,30 @@ func ComposeEmail(o EmailOptions) ([]byte, error) {
 		nonEmpty(o.Organization, o.Submitter), o.Domain,
 		o.Start.UTC().Format(time.RFC3339), o.End.UTC().Format(time.RFC3339), o.Filename)
 	th := textproto.MIMEHeader{}
-	th.Set("Content-Type", `text/plain; charset="us-ascii"`)
-	th.Set("Content-Transfer-Encoding", "7bit")
+	ascii := isASCII(text)
+	if ascii {
+		th.Set("Content-Type", `text/plain; charset="us-ascii"`)
+		th.Set("Content-Transfer-Encoding", "7bit")
+	} else {
+		// A non-ASCII organization name: declaring it us-ascii/7bit
+		// would be wrong (RFC 2045 §2.7), and 8bit needs 8BITMIME on
+		// every hop.
+		th.Set("Content-Type", `text/plain; charset="utf-8"`)
+		th.Set("Content-Transfer-Encoding", "quoted-printable")
+	}
 	pw, err := mw.CreatePart(th)
 	if err != nil {
 		return nil, err
 	}
-	_, _ = io.WriteString(pw, text)
+	if ascii {
+		_, _ = io.WriteString(pw, text)
+	} else {
+		qw := quotedprintable.NewWriter(pw)
+		_, _ = io.WriteString(qw, text)
+		if err := qw.Close(); err != nil {
+			return nil, err
+		}
+	}
 
 	ah := textproto.MIMEHeader{}
 	ah.Set("Content-Type", ContentTypeGzip)
@@ -135,6 +168,15 @@ func ComposeEmail(o EmailOptions) ([]byte, error) {
 	msg.WriteString("\r\n")
 	msg.Write(body.Bytes())
 	return msg.Bytes(), nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func nonEmpty(a, b string) string {

@@ -71,6 +71,20 @@ type Record struct {
 // maxReasonLen bounds the failure-reason-code kept per aggregate.
 const maxReasonLen = 200
 
+// maxHELOLen bounds the receiving-mx-helo kept: the server chooses it, and
+// a host name has at most 255 octets (RFC 5321 §4.5.3.1.2).
+const maxHELOLen = 255
+
+// maxKeyLen bounds the encoded aggregate key. bbolt refuses keys over
+// 32 KiB, and such a key would fail the whole group commit, losing the
+// records of other sessions; policy strings come from the remote domain
+// (an MTA-STS policy may be 64 KiB), so an oversized record is refused
+// on its own, before it joins a batch.
+const maxKeyLen = 16 << 10
+
+// maxDomainLen is the longest domain name (RFC 1035 §2.3.4).
+const maxDomainLen = 253
+
 // normalize checks r and puts it in canonical form.
 func (r Record) normalize() (Record, error) {
 	r.Domain = normDomain(r.Domain)
@@ -98,6 +112,12 @@ func (r Record) normalize() (Record, error) {
 	}
 	if len(r.FailureReason) > maxReasonLen {
 		r.FailureReason = r.FailureReason[:maxReasonLen]
+	}
+	if len(r.ReceivingHELO) > maxHELOLen {
+		r.ReceivingHELO = r.ReceivingHELO[:maxHELOLen]
+	}
+	if len(r.Domain) > maxDomainLen {
+		return r, errors.New("tlsrpt: record domain too long")
 	}
 	if len(r.PolicyStrings) == 0 {
 		r.PolicyStrings = nil

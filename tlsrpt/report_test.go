@@ -230,3 +230,41 @@ func TestComposeEmail(t *testing.T) {
 		}
 	}
 }
+
+// TestComposeEmailNonASCIIOrganization: an organization name outside
+// ASCII is not sent as 8-bit data in a part declared us-ascii/7bit.
+func TestComposeEmailNonASCIIOrganization(t *testing.T) {
+	raw, err := ComposeEmail(EmailOptions{
+		From: "tlsrpt@sender.example", To: []string{"reports@example.org"}, Domain: "example.org",
+		Submitter: "sender.example", ReportID: "20261130.example.org@sender.example",
+		Filename: "sender.example!example.org!1!2.json.gz", Gzip: []byte{0x1f, 0x8b}, Date: day1,
+		Organization: "Müller Straße AG", Start: day1, End: day1.Add(time.Hour),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range raw {
+		if c >= 0x80 {
+			t.Fatalf("8-bit byte at %d: %q", i, raw[max(0, i-20):min(len(raw), i+20)])
+		}
+	}
+	msg, err := mail.ReadMessage(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, err := multipart.NewReader(msg.Body, params["boundary"]).NextPart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, cp, _ := mime.ParseMediaType(p1.Header.Get("Content-Type")); cp["charset"] != "utf-8" {
+		t.Fatalf("text part %v", p1.Header)
+	}
+	text, _ := io.ReadAll(p1) // multipart decodes quoted-printable
+	if !strings.Contains(string(text), "Müller Straße AG") {
+		t.Fatalf("text part %q", text)
+	}
+}

@@ -221,6 +221,11 @@ func (s *Store) Add(t time.Time, r Record) error {
 	if err != nil {
 		return err
 	}
+	if k, err := json.Marshal(keyOf(r)); err != nil {
+		return err
+	} else if len(k) > maxKeyLen {
+		return fmt.Errorf("tlsrpt: record too large to store (%d bytes of policy and session data)", len(k))
+	}
 	s.mu.Lock()
 	b := s.cur
 	leader := b == nil

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -296,4 +297,47 @@ func BenchmarkStoreAdd(b *testing.B) {
 			}
 		})
 	})
+}
+
+// TestStoreOversizedRecordAlone: a record whose policy is too large for a
+// bbolt key (a hostile domain's 40 KiB MTA-STS policy) is refused on its
+// own; the records committed in the same group commit are kept.
+func TestStoreOversizedRecordAlone(t *testing.T) {
+	st := openT(t, filepath.Join(t.TempDir(), "tlsrpt.db"))
+	big := okRec("hostile.example", "mx.hostile.example")
+	big.PolicyType = PolicySTS
+	big.PolicyStrings = []string{"version: STSv1", "mode: enforce", "x: " + strings.Repeat("a", 40<<10)}
+	// Hold the database so that every Add below joins one batch.
+	st.wmu.Lock()
+	const n = 5
+	errs := make(chan error, n+1)
+	go func() { errs <- st.Add(day1, big) }()
+	for i := 0; i < n; i++ {
+		go func() { errs <- st.Add(day1, okRec("example.org", "mx.example.org")) }()
+	}
+	for waiting := 0; waiting < n; {
+		runtime.Gosched()
+		st.mu.Lock()
+		waiting = 0
+		if st.cur != nil {
+			waiting = len(st.cur.recs)
+		}
+		st.mu.Unlock()
+		if waiting > n {
+			break // the oversized record joined the batch (the defect)
+		}
+	}
+	st.wmu.Unlock()
+	var failed int
+	for i := 0; i < n+1; i++ {
+		if err := <-errs; err != nil {
+			failed++
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d Adds failed, want only the oversized one", failed)
+	}
+	if ok, _ := totals(t, st, "2026-11-30", "example.org"); ok != n {
+		t.Fatalf("%d records of example.org stored, want %d", ok, n)
+	}
 }
