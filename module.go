@@ -207,7 +207,12 @@ func (p *Policy) addInlinePolicy(n config.Node) error {
 	if len(n.Args) < 2 {
 		return config.NodeErr(n, "usage: policy DOMAIN LEVEL [fingerprints...]")
 	}
-	key := strings.ToLower(strings.TrimSuffix(n.Args[0], "."))
+	// Keys are stored as the engine looks them up: A-labels for
+	// internationalized names, so either form may be written.
+	key := engine.CanonicalDomain(strings.TrimPrefix(n.Args[0], "."))
+	if strings.HasPrefix(n.Args[0], ".") {
+		key = "." + key
+	}
 	pol, err := engine.ParsePolicySpec(strings.Join(n.Args[1:], " "))
 	if err != nil {
 		return config.NodeErr(n, "policy %s: %v", n.Args[0], err)
@@ -306,7 +311,7 @@ func (d *delivery) Reset(meta *module.MsgMetadata) {
 }
 
 func (d *delivery) dest(ctx context.Context, domain string) *engine.Destination {
-	key := strings.ToLower(strings.TrimSuffix(domain, "."))
+	key := engine.CanonicalDomain(domain)
 	d.mu.Lock()
 	dst, ok := d.dests[key]
 	d.mu.Unlock()

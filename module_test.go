@@ -597,3 +597,4 @@ func TestDebugLookupLines(t *testing.T) {
 		t.Errorf("mx host lines: %v", hosts)
 	}
 }
+

@@ -147,7 +147,7 @@ type hostState struct {
 // Destination starts the evaluation of a next-hop domain: its policy and,
 // where DANE may apply, its MX RRset.
 func (e *Engine) Destination(ctx context.Context, domain string) *Destination {
-	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
+	domain = CanonicalDomain(domain)
 	d := &Destination{Domain: domain, hosts: map[string]*hostState{}}
 	d.Policy = DomainPolicy{Level: e.cfg.DefaultLevel, Source: "default"}
 	if e.cfg.Policies != nil {
