@@ -597,4 +597,3 @@ func TestDebugLookupLines(t *testing.T) {
 		t.Errorf("mx host lines: %v", hosts)
 	}
 }
-
