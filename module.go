@@ -224,6 +224,8 @@ func (p *Policy) addInlinePolicy(n config.Node) error {
 // ".parent" entries from the closest parent up; inline entries win over the
 // table at each step.
 func (p *Policy) lookupPolicy(ctx context.Context, domain string) (engine.DomainPolicy, bool, error) {
+	ctx, cancel := policyTableContext(ctx)
+	defer cancel()
 	for _, key := range policyKeys(domain) {
 		if pol, ok := p.inline[key]; ok {
 			return pol, true, nil
