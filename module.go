@@ -208,6 +208,9 @@ func (p *Policy) addInlinePolicy(n config.Node) error {
 		return config.NodeErr(n, "usage: policy DOMAIN LEVEL [fingerprints...]")
 	}
 	key := strings.ToLower(strings.TrimSuffix(n.Args[0], "."))
+	if err := checkPolicyKey(key); err != nil {
+		return config.NodeErr(n, "policy %s: %v", n.Args[0], err)
+	}
 	pol, err := engine.ParsePolicySpec(strings.Join(n.Args[1:], " "))
 	if err != nil {
 		return config.NodeErr(n, "policy %s: %v", n.Args[0], err)

@@ -2,6 +2,9 @@ package daneguard
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -17,4 +20,27 @@ var policyTableTimeout = 30 * time.Second
 // run under.
 func policyTableContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, policyTableTimeout)
+}
+
+// checkPolicyKey rejects an inline `policy` key that no destination could
+// ever match. Such an entry would be accepted and silently never apply,
+// leaving the domain at default_level while the operator believes it is
+// covered: a weaker policy than configured.
+func checkPolicyKey(key string) error {
+	name := strings.TrimPrefix(key, ".")
+	switch {
+	case name == "":
+		return errors.New("not a domain name")
+	case strings.Contains(name, "*"):
+		parent := strings.TrimLeft(name, "*.")
+		if parent == "" || strings.Contains(parent, "*") {
+			return errors.New("wildcards are not supported")
+		}
+		return fmt.Errorf("wildcards are not supported; write .%s for every domain below %s", parent, parent)
+	case strings.Contains(name, "@"):
+		return errors.New("not a domain name (an address?); keys are destination domains")
+	case strings.HasPrefix(name, ".") || strings.Contains(name, ".."):
+		return errors.New("not a domain name (empty label)")
+	}
+	return nil
 }
