@@ -122,6 +122,11 @@ func (p *Policy) parseTLSRPT(m *config.Map, n config.Node) error {
 	if c.PollInterval < 10*time.Millisecond {
 		return config.NodeErr(n, "poll_interval is too small")
 	}
+	if c.HTTPTimeout <= 0 {
+		// 0 would make the HTTP client wait forever for a stalled
+		// collector, and the one sender goroutine with it.
+		return config.NodeErr(n, "https_timeout must be more than 0s")
+	}
 	if c.SendingIP != "" && net.ParseIP(c.SendingIP) == nil {
 		return config.NodeErr(n, "sending_ip %q is not an IP address", c.SendingIP)
 	}

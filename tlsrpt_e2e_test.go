@@ -594,6 +594,7 @@ func TestTLSRPTConfigErrors(t *testing.T) {
 		{config.Node{Name: "no_such_thing", Args: []string{"1"}}, "unexpected directive"},
 		{config.Node{Name: "deliver_to", Args: []string{"&no_such_target"}}, "no_such_target"},
 		{config.Node{Name: "https_timeout", Args: []string{"soon"}}, "invalid duration"},
+		{config.Node{Name: "https_timeout", Args: []string{"0s"}}, "https_timeout must be more than 0s"},
 		{config.Node{Name: "sending_ip", Args: []string{"mx.example"}}, "sending_ip"},
 	} {
 		grp, err := module.Get("mx_auth")("mx_auth", "", nil, nil)
