@@ -18,6 +18,7 @@ import (
 	"net/mail"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -407,9 +408,23 @@ func (p *Policy) tlsrptRecord(ctx context.Context, v *engine.Verdict) (tlsrpt.Re
 
 func failureReason(v *engine.Verdict) string {
 	if v.Detail != "" {
-		return v.Detail
+		return stableReason(v.Detail)
 	}
 	return string(v.Reason)
+}
+
+// x509Clock matches the verification time crypto/x509 writes into its
+// validity errors ("current time 2026-05-01T10:00:00Z is after ...").
+var x509Clock = regexp.MustCompile(`current time \S+ is (after|before) `)
+
+// stableReason drops the verification time from a failure text. The
+// failure-reason-code is part of what the store aggregates on (RFC 8460
+// §4.4 failure details): with the time in it, every session with an
+// expired certificate became an aggregate of its own, growing the store
+// and the report by one entry per second of failures. The certificate's
+// own date, the cause, is kept.
+func stableReason(s string) string {
+	return x509Clock.ReplaceAllString(s, "not valid $1 ")
 }
 
 func firstNonEmpty(ss ...string) string {
