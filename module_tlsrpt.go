@@ -424,8 +424,14 @@ var x509Clock = regexp.MustCompile(`current time \S+ is (after|before) `)
 // and the report by one entry per second of failures. The certificate's
 // own date, the cause, is kept.
 func stableReason(s string) string {
-	return x509Clock.ReplaceAllString(s, "not valid $1 ")
+	s = x509Clock.ReplaceAllString(s, "not valid $1 ")
+	// Likewise the local port of a failed connection ("read tcp
+	// 192.0.2.1:54321->198.51.100.7:443: connection reset by peer" in a
+	// policy fetch error), new for every attempt.
+	return localPort.ReplaceAllString(s, "$1->")
 }
+
+var localPort = regexp.MustCompile(`(\d+\.\d+\.\d+\.\d+|\[[0-9a-fA-F:.]+\]):\d+->`)
 
 func firstNonEmpty(ss ...string) string {
 	for _, s := range ss {

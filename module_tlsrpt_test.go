@@ -162,3 +162,19 @@ type failQuerier struct{}
 func (failQuerier) Query(context.Context, string, uint16) (*dane.Answer, error) {
 	return nil, errors.New("no DNS in this test")
 }
+
+// TestStableReason: the per-attempt parts of error texts are dropped,
+// everything else is kept.
+func TestStableReason(t *testing.T) {
+	for in, want := range map[string]string{
+		"x509: certificate has expired or is not yet valid: current time 2026-03-01T01:00:00Z is after 2026-03-01T00:00:00Z":  "x509: certificate has expired or is not yet valid: not valid after 2026-03-01T00:00:00Z",
+		"x509: certificate has expired or is not yet valid: current time 2026-03-01T01:00:00Z is before 2026-04-01T00:00:00Z": "x509: certificate has expired or is not yet valid: not valid before 2026-04-01T00:00:00Z",
+		"mta-sts: sts-policy-fetch-error [network]: read tcp 192.0.2.1:54321->198.51.100.7:443: connection reset by peer":     "mta-sts: sts-policy-fetch-error [network]: read tcp 192.0.2.1->198.51.100.7:443: connection reset by peer",
+		"read tcp [2001:db8::1]:40000->[2001:db8::2]:443: i/o timeout":                                                        "read tcp [2001:db8::1]->[2001:db8::2]:443: i/o timeout",
+		"dane: no-match: none of 1 usable TLSA records matches the 1 presented certificates":                                  "dane: no-match: none of 1 usable TLSA records matches the 1 presented certificates",
+	} {
+		if got := stableReason(in); got != want {
+			t.Errorf("stableReason(%q)\n = %q\nwant %q", in, got, want)
+		}
+	}
+}
