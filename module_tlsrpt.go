@@ -123,6 +123,13 @@ func (p *Policy) parseTLSRPT(m *config.Map, n config.Node) error {
 	if c.PollInterval < 10*time.Millisecond {
 		return config.NodeErr(n, "poll_interval is too small")
 	}
+	if c.HTTPRoots != "" {
+		// Checked here too, so that verify-config (which starts no
+		// sender) reports it with the file and line.
+		if _, err := readRootsPEM(c.HTTPRoots); err != nil {
+			return config.NodeErr(n, "https_roots: %v", err)
+		}
+	}
 	if c.HTTPTimeout <= 0 {
 		// 0 would make the HTTP client wait forever for a stalled
 		// collector, and the one sender goroutine with it.
@@ -190,13 +197,9 @@ func openSharedStore(dir string, lg log.Logger) (*tlsrpt.Store, error) {
 func NewTLSRPTSender(c *TLSRPTConfig, st *tlsrpt.Store, q dane.Querier, lg log.Logger) (*tlsrpt.Sender, error) {
 	client := &http.Client{Timeout: c.HTTPTimeout}
 	if c.HTTPRoots != "" {
-		pem, err := os.ReadFile(c.HTTPRoots)
+		pool, err := readRootsPEM(c.HTTPRoots)
 		if err != nil {
 			return nil, fmt.Errorf("tlsrpt: https_roots: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tlsrpt: https_roots: no PEM certificates in %s", c.HTTPRoots)
 		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
@@ -222,6 +225,19 @@ func NewTLSRPTSender(c *TLSRPTConfig, st *tlsrpt.Store, q dane.Querier, lg log.L
 		s.Submit = submitVia(c.DeliverTo)
 	}
 	return s, nil
+}
+
+// readRootsPEM reads a PEM file of root certificates.
+func readRootsPEM(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("no PEM certificates in %s", path)
+	}
+	return pool, nil
 }
 
 // startTLSRPT opens the store and starts the sender, after the engine
