@@ -207,10 +207,14 @@ func (p *Policy) addInlinePolicy(n config.Node) error {
 	if len(n.Args) < 2 {
 		return config.NodeErr(n, "usage: policy DOMAIN LEVEL [fingerprints...]")
 	}
+	raw := strings.ToLower(strings.TrimSuffix(n.Args[0], "."))
+	if err := checkPolicyKey(raw); err != nil {
+		return config.NodeErr(n, "policy %s: %v", n.Args[0], err)
+	}
 	// Keys are stored as the engine looks them up: A-labels for
 	// internationalized names, so either form may be written.
-	key := engine.CanonicalDomain(strings.TrimPrefix(n.Args[0], "."))
-	if strings.HasPrefix(n.Args[0], ".") {
+	key := engine.CanonicalDomain(strings.TrimPrefix(raw, "."))
+	if strings.HasPrefix(raw, ".") {
 		key = "." + key
 	}
 	pol, err := engine.ParsePolicySpec(strings.Join(n.Args[1:], " "))
@@ -229,6 +233,8 @@ func (p *Policy) addInlinePolicy(n config.Node) error {
 // ".parent" entries from the closest parent up; inline entries win over the
 // table at each step.
 func (p *Policy) lookupPolicy(ctx context.Context, domain string) (engine.DomainPolicy, bool, error) {
+	ctx, cancel := policyTableContext(ctx)
+	defer cancel()
 	for _, key := range policyKeys(domain) {
 		if pol, ok := p.inline[key]; ok {
 			return pol, true, nil

@@ -62,6 +62,12 @@ func TestConfigErrors(t *testing.T) {
 		{"dane { policy example.org }", "usage: policy"},
 		{"dane { cache_failure_max 1h }", "cache_failure"},
 		{"dane { cache_max_ttl 0s }", "cache_max_ttl must be between"},
+		// Keys no destination can match would silently leave the domain
+		// at default_level.
+		{"dane { policy *.bank.example dane-only }", "write .bank.example for every domain below bank.example"},
+		{"dane { policy . dane-only }", "not a domain name"},
+		{"dane { policy alice@bank.example dane-only }", "not a domain name"},
+		{"dane { policy ..bank.example dane-only }", "empty label"},
 	} {
 		grp, err := module.Get("mx_auth")("mx_auth", "", nil, nil)
 		if err != nil {

@@ -18,6 +18,7 @@ import (
 	"net/mail"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -122,6 +123,18 @@ func (p *Policy) parseTLSRPT(m *config.Map, n config.Node) error {
 	if c.PollInterval < 10*time.Millisecond {
 		return config.NodeErr(n, "poll_interval is too small")
 	}
+	if c.HTTPRoots != "" {
+		// Checked here too, so that verify-config (which starts no
+		// sender) reports it with the file and line.
+		if _, err := readRootsPEM(c.HTTPRoots); err != nil {
+			return config.NodeErr(n, "https_roots: %v", err)
+		}
+	}
+	if c.HTTPTimeout <= 0 {
+		// 0 would make the HTTP client wait forever for a stalled
+		// collector, and the one sender goroutine with it.
+		return config.NodeErr(n, "https_timeout must be more than 0s")
+	}
 	if c.SendingIP != "" && net.ParseIP(c.SendingIP) == nil {
 		return config.NodeErr(n, "sending_ip %q is not an IP address", c.SendingIP)
 	}
@@ -184,13 +197,9 @@ func openSharedStore(dir string, lg log.Logger) (*tlsrpt.Store, error) {
 func NewTLSRPTSender(c *TLSRPTConfig, st *tlsrpt.Store, q dane.Querier, lg log.Logger) (*tlsrpt.Sender, error) {
 	client := &http.Client{Timeout: c.HTTPTimeout}
 	if c.HTTPRoots != "" {
-		pem, err := os.ReadFile(c.HTTPRoots)
+		pool, err := readRootsPEM(c.HTTPRoots)
 		if err != nil {
 			return nil, fmt.Errorf("tlsrpt: https_roots: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tlsrpt: https_roots: no PEM certificates in %s", c.HTTPRoots)
 		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
@@ -216,6 +225,19 @@ func NewTLSRPTSender(c *TLSRPTConfig, st *tlsrpt.Store, q dane.Querier, lg log.L
 		s.Submit = submitVia(c.DeliverTo)
 	}
 	return s, nil
+}
+
+// readRootsPEM reads a PEM file of root certificates.
+func readRootsPEM(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("no PEM certificates in %s", path)
+	}
+	return pool, nil
 }
 
 // startTLSRPT opens the store and starts the sender, after the engine
@@ -402,10 +424,30 @@ func (p *Policy) tlsrptRecord(ctx context.Context, v *engine.Verdict) (tlsrpt.Re
 
 func failureReason(v *engine.Verdict) string {
 	if v.Detail != "" {
-		return v.Detail
+		return stableReason(v.Detail)
 	}
 	return string(v.Reason)
 }
+
+// x509Clock matches the verification time crypto/x509 writes into its
+// validity errors ("current time 2026-05-01T10:00:00Z is after ...").
+var x509Clock = regexp.MustCompile(`current time \S+ is (after|before) `)
+
+// stableReason drops the verification time from a failure text. The
+// failure-reason-code is part of what the store aggregates on (RFC 8460
+// §4.4 failure details): with the time in it, every session with an
+// expired certificate became an aggregate of its own, growing the store
+// and the report by one entry per second of failures. The certificate's
+// own date, the cause, is kept.
+func stableReason(s string) string {
+	s = x509Clock.ReplaceAllString(s, "not valid $1 ")
+	// Likewise the local port of a failed connection ("read tcp
+	// 192.0.2.1:54321->198.51.100.7:443: connection reset by peer" in a
+	// policy fetch error), new for every attempt.
+	return localPort.ReplaceAllString(s, "$1->")
+}
+
+var localPort = regexp.MustCompile(`(\d+\.\d+\.\d+\.\d+|\[[0-9a-fA-F:.]+\]):\d+->`)
 
 func firstNonEmpty(ss ...string) string {
 	for _, s := range ss {

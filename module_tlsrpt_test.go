@@ -2,13 +2,20 @@ package daneguard
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"github.com/miekg/dns"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/foxcpp/maddy/framework/log"
+	"github.com/maddy-dane/daneguard/dane"
 	"github.com/maddy-dane/daneguard/internal/engine"
+	"github.com/maddy-dane/daneguard/internal/testbed/pki"
 	"github.com/maddy-dane/daneguard/tlsrpt"
 )
 
@@ -100,5 +107,74 @@ func TestTLSRPTSkipsReportDeliveries(t *testing.T) {
 	ok := &engine.Verdict{Domain: "d.example", Result: engine.Authenticated}
 	if p.reportBypass(ReportMsgIDPrefix+"0123", ok) {
 		t.Fatal("bypass reported for a verdict that passed")
+	}
+}
+
+// TestTLSRPTFailureReasonIsStable: sessions that fail on the same expired
+// certificate at different times are one aggregate. crypto/x509 writes the
+// verification time into its error, which used to make every such session
+// a new failure detail (and a new store key).
+func TestTLSRPTFailureReasonIsStable(t *testing.T) {
+	ca := pki.NewCA(t, "tlsrpt test root")
+	expiry := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	leaf := ca.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.d.example"}, NotBefore: expiry.AddDate(0, -3, 0), NotAfter: expiry})
+	st := tls.ConnectionState{HandshakeComplete: true, Version: tls.VersionTLS13, PeerCertificates: []*x509.Certificate{leaf.Cert}}
+
+	verify := func(context.Context, string) (engine.DomainPolicy, bool, error) {
+		return engine.DomainPolicy{Level: engine.LevelVerify}, true, nil
+	}
+	p := &Policy{log: log.Logger{Name: "test"}}
+	var reasons, details []string
+	for _, now := range []time.Time{expiry.Add(time.Hour), expiry.Add(49 * time.Hour)} {
+		now := now
+		eng, err := engine.New(engine.Config{Querier: failQuerier{}, Policies: verify, Roots: ca.Pool(), Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := eng.Destination(context.Background(), "d.example")
+		if v := eng.CheckMX(context.Background(), dst, "mx.d.example"); !v.OK() {
+			t.Fatalf("CheckMX: %s", v)
+		}
+		v := eng.CheckConn(context.Background(), dst, "mx.d.example", st)
+		if v.OK() || v.ReportType != "certificate-expired" {
+			t.Fatalf("verdict %s (%s), want a certificate-expired deferral", v, v.ReportType)
+		}
+		rec, ok := p.tlsrptRecord(context.Background(), v)
+		if !ok || rec.Success {
+			t.Fatalf("not recorded as a failure: %+v", rec)
+		}
+		details = append(details, v.Detail)
+		reasons = append(reasons, rec.FailureReason)
+	}
+	if details[0] == details[1] {
+		t.Fatalf("the engine's details are identical (%q); the test no longer exercises time-stamped errors", details[0])
+	}
+	if reasons[0] != reasons[1] {
+		t.Fatalf("failure-reason-code depends on the time of the session:\n%q\n%q", reasons[0], reasons[1])
+	}
+	if !strings.Contains(reasons[0], "expired") || !strings.Contains(reasons[0], expiry.Format(time.RFC3339)) {
+		t.Fatalf("failure-reason-code %q lost the cause (expiry %s)", reasons[0], expiry.Format(time.RFC3339))
+	}
+}
+
+type failQuerier struct{}
+
+func (failQuerier) Query(context.Context, string, uint16) (*dane.Answer, error) {
+	return nil, errors.New("no DNS in this test")
+}
+
+// TestStableReason: the per-attempt parts of error texts are dropped,
+// everything else is kept.
+func TestStableReason(t *testing.T) {
+	for in, want := range map[string]string{
+		"x509: certificate has expired or is not yet valid: current time 2026-03-01T01:00:00Z is after 2026-03-01T00:00:00Z":  "x509: certificate has expired or is not yet valid: not valid after 2026-03-01T00:00:00Z",
+		"x509: certificate has expired or is not yet valid: current time 2026-03-01T01:00:00Z is before 2026-04-01T00:00:00Z": "x509: certificate has expired or is not yet valid: not valid before 2026-04-01T00:00:00Z",
+		"mta-sts: sts-policy-fetch-error [network]: read tcp 192.0.2.1:54321->198.51.100.7:443: connection reset by peer":     "mta-sts: sts-policy-fetch-error [network]: read tcp 192.0.2.1->198.51.100.7:443: connection reset by peer",
+		"read tcp [2001:db8::1]:40000->[2001:db8::2]:443: i/o timeout":                                                        "read tcp [2001:db8::1]->[2001:db8::2]:443: i/o timeout",
+		"dane: no-match: none of 1 usable TLSA records matches the 1 presented certificates":                                  "dane: no-match: none of 1 usable TLSA records matches the 1 presented certificates",
+	} {
+		if got := stableReason(in); got != want {
+			t.Errorf("stableReason(%q)\n = %q\nwant %q", in, got, want)
+		}
 	}
 }

@@ -584,6 +584,10 @@ func TestEndToEndTLSRPTStoreRestartAndCorruption(t *testing.T) {
 // TestTLSRPTConfigErrors: malformed tlsrpt directives are start-up errors
 // naming the file and line.
 func TestTLSRPTConfigErrors(t *testing.T) {
+	notPEM := filepath.Join(t.TempDir(), "roots.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		dir  config.Node
 		want string
@@ -594,6 +598,9 @@ func TestTLSRPTConfigErrors(t *testing.T) {
 		{config.Node{Name: "no_such_thing", Args: []string{"1"}}, "unexpected directive"},
 		{config.Node{Name: "deliver_to", Args: []string{"&no_such_target"}}, "no_such_target"},
 		{config.Node{Name: "https_timeout", Args: []string{"soon"}}, "invalid duration"},
+		{config.Node{Name: "https_timeout", Args: []string{"0s"}}, "https_timeout must be more than 0s"},
+		{config.Node{Name: "https_roots", Args: []string{"/nonexistent/roots.pem"}}, "https_roots: open /nonexistent/roots.pem"},
+		{config.Node{Name: "https_roots", Args: []string{notPEM}}, "https_roots: no PEM certificates"},
 		{config.Node{Name: "sending_ip", Args: []string{"mx.example"}}, "sending_ip"},
 	} {
 		grp, err := module.Get("mx_auth")("mx_auth", "", nil, nil)

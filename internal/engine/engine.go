@@ -193,6 +193,11 @@ func (e *Engine) CheckMX(ctx context.Context, d *Destination, mx string) *Verdic
 	v := e.base(d, mx)
 	hs := &hostState{checked: v}
 	d.mu.Lock()
+	if d.hosts == nil {
+		// A Destination built by the caller rather than by
+		// Engine.Destination (its fields are exported).
+		d.hosts = map[string]*hostState{}
+	}
 	d.hosts[v.MX] = hs
 	d.mu.Unlock()
 
@@ -273,6 +278,13 @@ func (e *Engine) CheckConn(ctx context.Context, d *Destination, mx string, st tl
 	}
 	v := *hs.checked
 	v.TLSVersion = tlsVersionName(st)
+	if !v.OK() {
+		// CheckMX refused this host: no connection to it can be
+		// acceptable, whatever it offers. (A caller that connects anyway,
+		// like the report bypass in module_tlsrpt.go, gets the refusal
+		// again, never a verdict that lets mail through.)
+		return &v
+	}
 	tlsOn := st.HandshakeComplete
 
 	// DANE first: where a secure TLSA RRset exists it governs the

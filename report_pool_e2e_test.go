@@ -1,0 +1,67 @@
+package daneguard_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/maddy-dane/daneguard/internal/testbed/dnsbed"
+	"github.com/maddy-dane/daneguard/internal/testbed/maddybed"
+	"github.com/maddy-dane/daneguard/internal/testbed/pki"
+)
+
+// TestReportBypassWithoutConnReuse: a TLS report goes out despite its
+// destination's DANE failure (RFC 8460 §3), and ordinary mail to the same
+// destination right after it is still deferred, with target.remote's
+// conn_reuse_limit 0 as docs/tlsrpt.md advises. (With connection reuse,
+// maddy v0.8.2 would hand the report's connection from its pool to the
+// next message without asking any policy: the caveat that section
+// documents.)
+func TestReportBypassWithoutConnReuse(t *testing.T) {
+	w := newWorld(t)
+	leaf := selfSigned(t, "mx.victim.example")
+	other := selfSigned(t, "attacker.example")
+	ip, s := w.server("mx.victim.example", leaf)
+	// The TLSA record pins another key: every connection fails DANE, and
+	// the report address is at the failing domain itself.
+	w.dns.Zone(t, "victim.example.", dnsbed.TTL(300)).Add(t, "@ MX 10 mx", "mx A "+ip,
+		pki.TLSA(t, "_25._tcp.mx.victim.example.", 3, 1, 1, other.Cert),
+		`_smtp._tls TXT "v=TLSRPTv1;rua=mailto:tlsrpt@victim.example"`)
+	w.start()
+	m := maddybed.Start(t, maddybed.Options{NoConnReuse: true, MXAuth: `dane {
+        tlsrpt {
+            organization "Daneguard Test Org"
+            contact tlsrpt@sender.example
+            deliver_to &remote
+            poll_interval 100ms
+        }
+    }`})
+
+	expectDeferred(t, m, "victim.example", s)
+	day := ""
+	for _, l := range strings.Split(runMaddy(t, m, "tlsrpt", "list"), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[1] == "victim.example" {
+			day = f[0]
+		}
+	}
+	if day == "" {
+		t.Fatalf("nothing recorded for victim.example:\n%s", m.Log())
+	}
+	if out := runMaddy(t, m, "tlsrpt", "send", "--day", day, "--wait", "--timeout", "60s"); !strings.Contains(out, "victim.example: sent") {
+		t.Fatalf("report not sent:\n%s\n%s", out, m.Log())
+	}
+	msgs := s.Messages()
+	if len(msgs) != 1 || !strings.Contains(string(msgs[0].Data), "TLS-Report-Domain: victim.example") {
+		t.Fatalf("the server got %d messages, want exactly the report", len(msgs))
+	}
+	if len(m.Entries("daneguard", "tlsrpt report delivered despite policy failure (RFC 8460 §5.3)")) == 0 {
+		t.Fatalf("report bypass not logged:\n%s", m.Log())
+	}
+
+	// The next ordinary message gets a connection of its own, checked
+	// like any other: still deferred, nothing delivered.
+	expectDeferred(t, m, "victim.example")
+	if n := len(s.Messages()); n != 1 {
+		t.Fatalf("ordinary mail reached the server that fails DANE (%d messages)\n%s", n, m.Log())
+	}
+	wantVerdict(t, lastVerdict(t, m, "victim.example"), "deferred", "tlsa-mismatch")
+}
