@@ -303,8 +303,13 @@ func isReportDelivery(msgID string) bool {
 // reportBypass says whether a deferral must be ignored because the message
 // is a TLS report: RFC 8460 §3 and §5.3 want reports delivered despite
 // TLS failures (and never honouring DANE or MTA-STS failures for them).
+//
+// Every dane block honours it, with or without a tlsrpt block of its own,
+// so that reports can go out through a target.remote of their own (see
+// docs/tlsrpt.md: maddy would otherwise hand the report's connection to
+// ordinary mail without asking any policy).
 func (p *Policy) reportBypass(msgID string, v *engine.Verdict) bool {
-	if v.OK() || !isReportDelivery(msgID) || p.rpt == nil {
+	if v.OK() || !isReportDelivery(msgID) {
 		return false
 	}
 	p.log.Msg("tlsrpt report delivered despite policy failure (RFC 8460 §5.3)", "domain", v.Domain, "mx", v.MX, "reason", string(v.Reason), "msg_id", msgID)

@@ -9,14 +9,46 @@ import (
 	"github.com/maddy-dane/daneguard/internal/testbed/pki"
 )
 
-// TestReportBypassWithoutConnReuse: a TLS report goes out despite its
+// TestReportBypassConnectionPool: a TLS report goes out despite its
 // destination's DANE failure (RFC 8460 §3), and ordinary mail to the same
-// destination right after it is still deferred, with target.remote's
-// conn_reuse_limit 0 as docs/tlsrpt.md advises. (With connection reuse,
-// maddy v0.8.2 would hand the report's connection from its pool to the
-// next message without asking any policy: the caveat that section
-// documents.)
-func TestReportBypassWithoutConnReuse(t *testing.T) {
+// destination right after it is still deferred, in both set-ups
+// docs/tlsrpt.md advises: reports through a target.remote of their own
+// (the main one keeps connection reuse), or conn_reuse_limit 0 on the
+// shared one. (With a shared, reusing target.remote, maddy v0.8.2 would
+// hand the report's connection from its pool to the next message without
+// asking any policy: the caveat that section documents.)
+func TestReportBypassConnectionPool(t *testing.T) {
+	t.Run("dedicated-target", func(t *testing.T) {
+		reportBypassScenario(t, maddybed.Options{
+			MXAuth: `dane {
+        tlsrpt {
+            organization "Daneguard Test Org"
+            contact tlsrpt@sender.example
+            deliver_to &reports
+            poll_interval 100ms
+        }
+    }`,
+			Extra: `target.remote reports {
+    hostname sender.test
+    mx_auth {
+        dane { mtasts off }
+    }
+}`,
+		})
+	})
+	t.Run("no-conn-reuse", func(t *testing.T) {
+		reportBypassScenario(t, maddybed.Options{NoConnReuse: true, MXAuth: `dane {
+        tlsrpt {
+            organization "Daneguard Test Org"
+            contact tlsrpt@sender.example
+            deliver_to &remote
+            poll_interval 100ms
+        }
+    }`})
+	})
+}
+
+func reportBypassScenario(t *testing.T, opts maddybed.Options) {
 	w := newWorld(t)
 	leaf := selfSigned(t, "mx.victim.example")
 	other := selfSigned(t, "attacker.example")
@@ -27,14 +59,7 @@ func TestReportBypassWithoutConnReuse(t *testing.T) {
 		pki.TLSA(t, "_25._tcp.mx.victim.example.", 3, 1, 1, other.Cert),
 		`_smtp._tls TXT "v=TLSRPTv1;rua=mailto:tlsrpt@victim.example"`)
 	w.start()
-	m := maddybed.Start(t, maddybed.Options{NoConnReuse: true, MXAuth: `dane {
-        tlsrpt {
-            organization "Daneguard Test Org"
-            contact tlsrpt@sender.example
-            deliver_to &remote
-            poll_interval 100ms
-        }
-    }`})
+	m := maddybed.Start(t, opts)
 
 	expectDeferred(t, m, "victim.example", s)
 	day := ""
