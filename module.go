@@ -343,11 +343,9 @@ func (d *delivery) PrepareDomain(ctx context.Context, domain string) {
 	d.dest(ctx, domain)
 }
 
-// PrepareConn warms the cache for the MX host's lookups.
+// PrepareConn does nothing: target.remote calls it after CheckMX for the
+// same host, whose lookups are then already done and cached.
 func (d *delivery) PrepareConn(ctx context.Context, mx string) {}
-
-// Note: target.remote calls PrepareConn after CheckMX for the same host, so
-// the lookups are already done (and cached) by then; nothing to prefetch.
 
 // CheckMX vets an MX host before maddy connects to it.
 func (d *delivery) CheckMX(ctx context.Context, mxLevel module.MXLevel, domain, mx string, dnssec bool) (module.MXLevel, error) {

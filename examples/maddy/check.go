@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/foxcpp/maddy"
-	parser "github.com/foxcpp/maddy/framework/cfgparser"
 	"github.com/foxcpp/maddy/framework/config"
 	"github.com/foxcpp/maddy/framework/hooks"
 	"github.com/foxcpp/maddy/framework/log"
@@ -197,12 +196,7 @@ func runCheck(c *cli.Context) error {
 // without starting endpoints or queues, and returns the first `dane { }`
 // policy it built. done releases what the configuration opened.
 func loadDaneConfig(path string) (*daneguard.Policy, string, func(), error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, "", nil, err
-	}
-	defer f.Close()
-	nodes, err := parser.Read(f, path)
+	nodes, err := readConfig(path)
 	if err != nil {
 		return nil, "", nil, err
 	}

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/foxcpp/maddy"
-	parser "github.com/foxcpp/maddy/framework/cfgparser"
 	"github.com/foxcpp/maddy/framework/config"
 	"github.com/maddy-dane/daneguard"
 	"github.com/maddy-dane/daneguard/tlsrpt"
@@ -197,12 +196,7 @@ func openTLSRPTStore(c *cli.Context) (*tlsrpt.Store, error) {
 }
 
 func tlsrptDirsFromConfig(path string) ([]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	nodes, err := parser.Read(f, path)
+	nodes, err := readConfig(path)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/foxcpp/maddy/framework/config"
 	"os"
 
 	"github.com/foxcpp/maddy"
@@ -30,12 +31,7 @@ func verifyConfigCommand() *cli.Command {
 // blocks (and what they reference: tables, the dane policy). Endpoints and
 // queues are not initialized: that would bind ports and start delivering.
 func verifyConfig(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	nodes, err := parser.Read(f, path)
+	nodes, err := readConfig(path)
 	if err != nil {
 		return err
 	}
@@ -75,4 +71,15 @@ func initRemoteTargets(mods []maddy.ModInfo) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// readConfig parses a maddy configuration file into its blocks, as the
+// subcommands that read maddy.conf need it.
+func readConfig(path string) ([]config.Node, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return parser.Read(f, path)
 }

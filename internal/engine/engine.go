@@ -166,19 +166,6 @@ func (e *Engine) Destination(ctx context.Context, domain string) *Destination {
 	return d
 }
 
-// Prefetch starts the DANE lookups for an MX host in the background, so
-// that CheckMX finds them in the cache.
-func (e *Engine) Prefetch(d *Destination, mx string) {
-	if d.PolicyErr != nil || !d.Policy.Level.usesDANE() {
-		return
-	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_, _ = e.disc.LookupHost(ctx, mx)
-	}()
-}
-
 func (e *Engine) base(d *Destination, mx string) *Verdict {
 	v := &Verdict{Domain: d.Domain, MX: strings.ToLower(strings.TrimSuffix(mx, ".")), Level: d.Policy.Level, STS: d.STS}
 	if d.MX != nil {
