@@ -103,9 +103,18 @@ type Config struct {
 	Logger *slog.Logger
 
 	// MinBackoff is the delay before retrying a domain after its first
-	// failure; it doubles with each further consecutive failure up to
-	// MaxBackoff. Defaults: 1 minute and 1 hour.
+	// failure of the TXT record set (unusable) or of the HTTPS fetch; it
+	// doubles with each further consecutive failure up to MaxBackoff.
+	// Defaults: 1 minute and 1 hour.
 	MinBackoff, MaxBackoff time.Duration
+	// DNSMinBackoff and DNSMaxBackoff are the same schedule for a TXT
+	// lookup that failed (timeout, SERVFAIL, ...): RFC 9520 §3.2 caches a
+	// resolution failure for at least 1 second, backing off up to 5
+	// minutes, the defaults, as policy_cache does for every other lookup.
+	// A longer first delay would leave an enforce-mode domain contacted
+	// for the first time after a short DNS fault without MTA-STS for that
+	// long.
+	DNSMinBackoff, DNSMaxBackoff time.Duration
 	// FetchRetryMin is the shortest delay before fetching the same policy
 	// id again after an HTTPS failure; RFC 8461 §3.3 says five minutes or
 	// longer, which is the default. A new id in the TXT record is fetched
@@ -140,6 +149,8 @@ type Config struct {
 const (
 	DefaultMinBackoff         = time.Minute
 	DefaultMaxBackoff         = time.Hour
+	DefaultDNSMinBackoff      = time.Second     // RFC 9520 §3.2
+	DefaultDNSMaxBackoff      = 5 * time.Minute // RFC 9520 §3.2
 	DefaultFetchRetryMin      = 5 * time.Minute
 	DefaultRefreshInterval    = 24 * time.Hour
 	DefaultTickInterval       = time.Hour
@@ -228,6 +239,8 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	def(&m.cfg.MinBackoff, DefaultMinBackoff)
 	def(&m.cfg.MaxBackoff, DefaultMaxBackoff)
+	def(&m.cfg.DNSMinBackoff, DefaultDNSMinBackoff)
+	def(&m.cfg.DNSMaxBackoff, DefaultDNSMaxBackoff)
 	def(&m.cfg.FetchRetryMin, DefaultFetchRetryMin)
 	def(&m.cfg.RefreshInterval, DefaultRefreshInterval)
 	def(&m.cfg.TickInterval, DefaultTickInterval)
@@ -274,8 +287,9 @@ func isNilValue(v any) bool {
 //     fails, an unexpired cached policy stays in force (SourceStale);
 //     without one there is no policy (SourceNone);
 //   - failures are remembered: after a DNS failure the domain is not
-//     looked up again before the backoff delay (MinBackoff, doubling up to
-//     MaxBackoff); after a fetch failure the same id is not fetched again
+//     looked up again before the backoff delay (DNSMinBackoff, doubling up
+//     to DNSMaxBackoff; MinBackoff to MaxBackoff for an unusable TXT
+//     record); after a fetch failure the same id is not fetched again
 //     before that delay or FetchRetryMin, whichever is longer.
 //
 // The returned error is non-nil only if domain is not a valid ASCII domain
@@ -569,13 +583,18 @@ func (m *Manager) recordFailure(e *entry, d string, kind failKind, id string, er
 
 // backoff returns the delay after the n-th consecutive failure:
 // MinBackoff·2^(n-1), at most MaxBackoff, and for fetch failures at least
-// FetchRetryMin.
+// FetchRetryMin; for failed TXT lookups DNSMinBackoff·2^(n-1), at most
+// DNSMaxBackoff (RFC 9520 §3.2).
 func (m *Manager) backoff(n int, kind failKind) time.Duration {
-	d := m.cfg.MinBackoff
-	for i := 1; i < n && d < m.cfg.MaxBackoff; i++ {
+	lo, hi := m.cfg.MinBackoff, m.cfg.MaxBackoff
+	if kind == failDNS {
+		lo, hi = m.cfg.DNSMinBackoff, m.cfg.DNSMaxBackoff
+	}
+	d := lo
+	for i := 1; i < n && d < hi; i++ {
 		d *= 2
 	}
-	d = min(d, m.cfg.MaxBackoff)
+	d = min(d, hi)
 	if kind == failFetch {
 		d = max(d, m.cfg.FetchRetryMin)
 	}
