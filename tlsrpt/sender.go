@@ -241,6 +241,9 @@ func (s *Sender) sendOne(ctx context.Context, day, domain string, st DeliverySta
 		return out
 	}
 
+	if early(day, now) {
+		return s.sendEarly(ctx, day, domain, st, now)
+	}
 	pol, err := Discover(ctx, s.LookupTXT, domain)
 	if errors.Is(err, ErrNoPolicy) {
 		st.Done, st.Outcome, st.DoneAt = true, "no-policy", now
