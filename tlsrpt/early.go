@@ -51,7 +51,7 @@ func (s *Sender) sendEarly(ctx context.Context, day, domain string, st DeliveryS
 		st.EarlyOutcome, st.EarlyError = result, err.Error()
 	}
 	out.Result, out.Err = result, err
-	if serr := s.Store.SetState(day, domain, st); serr != nil && out.Err == nil {
+	if serr := s.saveState(ctx, day, domain, st); serr != nil && out.Err == nil {
 		out.Err = serr
 	}
 	s.count(result)
