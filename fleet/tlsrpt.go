@@ -207,40 +207,26 @@ return {added, back}`)
 func (r *SharedReports) Flush(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	list, err := r.local.List()
+	todo, depth, err := r.pendingLocked()
 	if err != nil {
 		return err
 	}
-	today, _ := tlsrpt.ParseDay(tlsrpt.Day(r.now()))
-	oldest := tlsrpt.Day(today.AddDate(0, 0, -r.keepDays))
-	type work struct {
-		day, domain string
-		fields      map[string]uint64
+	r.setDepth(depth)
+	// A Redis that lost its data (restarted without persistence) must get
+	// everything again: the marker key is gone then, and what this node
+	// remembers as acknowledged no longer is.
+	var fresh bool
+	if err := r.c.do(ctx, OpCountsPush, func(ctx context.Context) error {
+		var err error
+		fresh, err = r.c.rdb.SetNX(ctx, r.c.key("rpt", "epoch"), "1", 0).Result()
+		return err
+	}); err != nil {
+		return err
 	}
-	var todo []work
-	var depth uint64
-	for _, p := range list {
-		if p.Day < oldest {
-			continue
-		}
-		aggs, err := r.local.Aggregates(p.Day, p.Domain)
-		if err != nil {
+	if fresh && len(r.acked) != 0 {
+		r.acked = map[string]map[string]uint64{}
+		if todo, depth, err = r.pendingLocked(); err != nil {
 			return err
-		}
-		acked := r.acked[member(p.Day, p.Domain)]
-		w := work{day: p.Day, domain: p.Domain, fields: map[string]uint64{}}
-		for _, a := range aggs {
-			f, err := json.Marshal(a.Key)
-			if err != nil {
-				return err
-			}
-			if a.Count > acked[string(f)] {
-				w.fields[string(f)] = a.Count
-				depth += a.Count - acked[string(f)]
-			}
-		}
-		if len(w.fields) != 0 {
-			todo = append(todo, w)
 		}
 	}
 	r.setDepth(depth)
@@ -259,12 +245,57 @@ func (r *SharedReports) Flush(ctx context.Context) error {
 		}
 		r.setDepth(depth)
 	}
+	today, _ := tlsrpt.ParseDay(tlsrpt.Day(r.now()))
+	oldest := tlsrpt.Day(today.AddDate(0, 0, -r.keepDays))
 	for m := range r.acked { // forget pruned days
 		if m < oldest {
 			delete(r.acked, m)
 		}
 	}
 	return nil
+}
+
+type work struct {
+	day, domain string
+	fields      map[string]uint64
+}
+
+// pendingLocked compares the local store with what was acknowledged: the
+// pushes to do and the number of sessions they carry.
+func (r *SharedReports) pendingLocked() ([]work, uint64, error) {
+	list, err := r.local.List()
+	if err != nil {
+		return nil, 0, err
+	}
+	today, _ := tlsrpt.ParseDay(tlsrpt.Day(r.now()))
+	oldest := tlsrpt.Day(today.AddDate(0, 0, -r.keepDays))
+	var todo []work
+	var depth uint64
+	for _, p := range list {
+		if p.Day < oldest {
+			continue
+		}
+		aggs, err := r.local.Aggregates(p.Day, p.Domain)
+		if err != nil {
+			return nil, 0, err
+		}
+		acked := r.acked[member(p.Day, p.Domain)]
+		w := work{day: p.Day, domain: p.Domain, fields: map[string]uint64{}}
+		for _, a := range aggs {
+			f, err := json.Marshal(a.Key)
+			if err != nil {
+				return nil, 0, err
+			}
+			if a.Count > acked[string(f)] {
+				w.fields[string(f)] = a.Count
+				depth += a.Count - acked[string(f)]
+			}
+		}
+		if len(w.fields) != 0 {
+			todo = append(todo, w)
+		}
+	}
+	return todo, depth, nil
 }
 
 func (r *SharedReports) setDepth(d uint64) {

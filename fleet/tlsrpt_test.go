@@ -311,3 +311,29 @@ func TestOneReportForTheFleet(t *testing.T) {
 		t.Fatalf("shared state of day 2: %+v", st)
 	}
 }
+
+// TestCountsAfterRedisLostItsData: a Redis restarted without persistence
+// comes back empty; the nodes push their journals again, so the counts are
+// complete once more (and not doubled).
+func TestCountsAfterRedisLostItsData(t *testing.T) {
+	srv := redisbed.Start(t, redisbed.Options{})
+	clk := func() time.Time { return day }
+	a := newRptNode(t, client(t, srv, nil), "", clk)
+	for range 7 {
+		if err := a.shared.Add(day, success("example.org")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flushAll(t, a)
+	srv.Stop()
+	srv.Restart()
+	flushAll(t, a)
+	flushAll(t, a)
+	aggs, err := a.shared.Aggregates(context.Background(), tlsrpt.Day(day), "example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := totals(aggs); ok != 7 {
+		t.Fatalf("%d sessions after Redis lost its data, want 7", ok)
+	}
+}
