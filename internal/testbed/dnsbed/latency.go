@@ -31,9 +31,9 @@ type QueryRecord struct {
 	Type uint16
 	// TCP reports whether the query came over TCP.
 	TCP bool
-	// Received is when the query arrived; Answered is when the answer was
-	// written, after the delay (equal to the time the answer would have
-	// been written for a Drop fault, which sends nothing).
+	// Received is when the query arrived; Answered is when the answer,
+	// built after the delay, was about to be written (for a Drop fault,
+	// which sends nothing, when it would have been).
 	Received, Answered time.Time
 	// Rcode is the response code sent, -1 for no answer (Drop).
 	Rcode int
@@ -76,11 +76,11 @@ func (s *Server) wait() {
 	}
 }
 
-func (s *Server) record(req, resp *dns.Msg, received time.Time, isTCP bool) {
+func (s *Server) record(req, resp *dns.Msg, received, answered time.Time, isTCP bool) {
 	if !s.qlogOn.Load() {
 		return
 	}
-	r := QueryRecord{TCP: isTCP, Received: received, Answered: time.Now(), Rcode: -1}
+	r := QueryRecord{TCP: isTCP, Received: received, Answered: answered, Rcode: -1}
 	if len(req.Question) == 1 {
 		q := req.Question[0]
 		r.Type = q.Qtype

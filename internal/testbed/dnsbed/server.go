@@ -457,10 +457,13 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	s.wait()
 	resp := s.handle(req, isTCP)
+	// Taken before the write, so that a query the client sends on
+	// receiving this answer is always logged as arriving after it.
+	answered := time.Now()
 	if resp != nil {
 		_ = w.WriteMsg(resp)
 	}
-	s.record(req, resp, received, isTCP)
+	s.record(req, resp, received, answered, isTCP)
 }
 
 // handle counts a query, applies faults and builds the response; nil means
