@@ -211,8 +211,10 @@ func (z *Zone) sign(rrs []dns.RR, now time.Time) (*dns.RRSIG, error) {
 		Expiration: uint32(now.Add(sigValidity).Unix()),
 	}
 	if z.cfg.expired && rrs[0].Header().Rrtype != dns.TypeDNSKEY {
-		sig.Inception = uint32(now.Add(-30 * 24 * time.Hour).Unix())
-		sig.Expiration = uint32(now.Add(-time.Hour).Unix())
+		// Two days past: beyond the clock skew validators allow (unbound:
+		// 10% of the validity period, at most val-sig-skew-max, 1 day).
+		sig.Inception = uint32(now.Add(-32 * 24 * time.Hour).Unix())
+		sig.Expiration = uint32(now.Add(-2 * 24 * time.Hour).Unix())
 	}
 	if err := sig.Sign(z.signer, rrs); err != nil {
 		return nil, err

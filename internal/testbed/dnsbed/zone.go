@@ -58,7 +58,7 @@ func BadSignatures() ZoneOption {
 
 // ExpiredSignatures signs the zone and publishes its DS in the parent, with
 // a valid signature over the DNSKEY RRset but every other signature expired
-// (inception 30 days ago, expiration an hour ago): the key is trusted, yet
+// (inception 32 days ago, expiration two days ago): the key is trusted, yet
 // every RRset is bogus (RFC 4035 §5.3.1), as when a zone's signer stopped
 // re-signing it.
 func ExpiredSignatures() ZoneOption {
