@@ -2,6 +2,8 @@ package selfcheck
 
 import (
 	"crypto/x509"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -142,5 +144,33 @@ func TestObserve(t *testing.T) {
 	ns = Observe(ns.State, true, 300*time.Second, t0.Add(800*time.Second))
 	if ns.Safe || !ns.SafeAt.Equal(t0.Add(1400*time.Second)) {
 		t.Fatalf("after withdrawal: %+v", ns)
+	}
+}
+
+// ACMECertPath finds certmagic's file layout, newest issuer directory first.
+func TestACMECertPath(t *testing.T) {
+	store := t.TempDir()
+	if _, err := ACMECertPath(store, "MX.Own.Example."); err == nil {
+		t.Fatal("no certificate: want an error")
+	}
+	write := func(issuer string, age time.Duration) string {
+		dir := filepath.Join(store, "certificates", issuer, "mx.own.example")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, "mx.own.example.crt")
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		mt := time.Now().Add(-age)
+		if err := os.Chtimes(p, mt, mt); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write("acme-staging-v02.api.letsencrypt.org-directory", time.Hour)
+	want := write("acme-v02.api.letsencrypt.org-directory", 0)
+	if got, err := ACMECertPath(store, "MX.Own.Example."); err != nil || got != want {
+		t.Errorf("got %q, %v; want %q", got, err, want)
 	}
 }
