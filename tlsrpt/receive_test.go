@@ -199,25 +199,19 @@ func gz(t testing.TB, b []byte) []byte {
 	return buf.Bytes()
 }
 
-// bomb returns a gzip stream that inflates to n zero bytes; it is written
-// as it is read, so the test does not hold the compressed bytes either.
+// bomb returns a gzip stream that inflates to n (a multiple of 1 MiB)
+// zero bytes: one gzip member of 1 MiB of zeros, repeated (RFC 1952
+// allows several members; Go's reader reads them all as one stream).
 func bomb(n int64) io.Reader {
-	pr, pw := io.Pipe()
-	go func() {
-		zw, _ := gzip.NewWriterLevel(pw, gzip.BestCompression)
-		zero := make([]byte, 64<<10)
-		for n > 0 {
-			k := min(n, int64(len(zero)))
-			if _, err := zw.Write(zero[:k]); err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-			n -= k
-		}
-		zw.Close()
-		pw.Close()
-	}()
-	return pr
+	var member bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&member, gzip.BestCompression)
+	zw.Write(make([]byte, 1<<20))
+	zw.Close()
+	rs := make([]io.Reader, n>>20)
+	for i := range rs {
+		rs[i] = bytes.NewReader(member.Bytes())
+	}
+	return io.MultiReader(rs...)
 }
 
 // countingReader counts what was read from it.
