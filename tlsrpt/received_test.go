@@ -132,7 +132,7 @@ func TestSummarizeReceived(t *testing.T) {
 		{Day: "2026-11-29", PolicyDomain: "example.net", Reports: 1, Successful: 3, ByResultType: map[string]uint64{},
 			Organizations: []ReceivedOrg{{Name: "Google", Reports: 1, Successful: 3}}, Failures: []ReceivedFailure{}},
 		{Day: "2026-11-30", PolicyDomain: "example.org", Reports: 2, Successful: 15, Failed: 9, Unsigned: 1,
-			ByResultType: map[string]uint64{ResultCertificateHostMismatch: 3, ResultSTARTTLSNotSupported: 4, "unspecified": 2},
+			ByResultType:  map[string]uint64{ResultCertificateHostMismatch: 3, ResultSTARTTLSNotSupported: 4, "unspecified": 2},
 			Organizations: []ReceivedOrg{{Name: "Google", Reports: 1, Successful: 10, Failed: 3}, {Name: "Microsoft", Reports: 1, Successful: 5, Failed: 6}},
 			Failures: []ReceivedFailure{
 				{ResultType: ResultSTARTTLSNotSupported, ReceivingIP: "192.0.2.25", Organization: "Microsoft", Sessions: 4},
