@@ -30,9 +30,8 @@ type ReceivedMetrics struct {
 	reports  *prometheus.CounterVec
 	sessions *prometheus.CounterVec
 
-	mu      sync.Mutex
-	domains *labelCap
-	orgs    *labelCap
+	domains *LabelCap
+	orgs    *LabelCap
 }
 
 // MetricsOptions bounds ReceivedMetrics' labels.
@@ -66,27 +65,44 @@ func NewReceivedMetrics(namespace, subsystem string, o MetricsOptions) *Received
 			Namespace: namespace, Subsystem: subsystem, Name: "tlsrpt_received_sessions_total",
 			Help: "Sessions counted by accepted TLS reports from other MTAs, by policy domain, reporting organization and result (success or the RFC 8460 result type).",
 		}, []string{"policy_domain", "organization", "result"}),
-		orgs: &labelCap{max: o.MaxOrganizations, seen: map[string]bool{}},
+		orgs: NewLabelCap(o.MaxOrganizations, nil),
 	}
-	if len(o.PolicyDomains) > 0 {
-		m.domains = &labelCap{seen: map[string]bool{}, fixed: true}
-		for _, d := range o.PolicyDomains {
-			m.domains.seen[normDomain(d)] = true
-		}
-	} else {
-		m.domains = &labelCap{max: o.MaxPolicyDomains, seen: map[string]bool{}}
+	var doms []string
+	for _, d := range o.PolicyDomains {
+		doms = append(doms, normDomain(d))
 	}
+	m.domains = NewLabelCap(o.MaxPolicyDomains, doms)
 	return m
 }
 
-// labelCap keeps the first max distinct values (or a fixed set).
-type labelCap struct {
+// LabelCap bounds the values of a Prometheus label: it keeps a fixed set,
+// or the first Max distinct values it is asked about; any other value
+// becomes LabelOther. Safe for concurrent use. The maddy glue uses one
+// for the destination label of its deferral counter.
+type LabelCap struct {
+	mu    sync.Mutex
 	max   int
 	fixed bool
 	seen  map[string]bool
 }
 
-func (c *labelCap) value(v string) string {
+// NewLabelCap keeps the values in fixed if it is not empty, else the
+// first max values seen.
+func NewLabelCap(max int, fixed []string) *LabelCap {
+	c := &LabelCap{max: max, seen: map[string]bool{}}
+	if len(fixed) > 0 {
+		c.fixed = true
+		for _, v := range fixed {
+			c.seen[v] = true
+		}
+	}
+	return c
+}
+
+// Value returns v or LabelOther.
+func (c *LabelCap) Value(v string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.seen[v] {
 		return v
 	}
@@ -123,12 +139,11 @@ func (m *ReceivedMetrics) Duplicate(transport string) {
 // Accepted counts a newly stored report and its sessions.
 func (m *ReceivedMetrics) Accepted(transport string, r *Report) {
 	m.reports.WithLabelValues(transport, "accepted").Inc()
-	m.mu.Lock()
-	org := m.orgs.value(r.OrganizationName)
+	org := m.orgs.Value(r.OrganizationName)
 	type key struct{ dom, res string }
 	add := map[key]uint64{}
 	for _, p := range r.Policies {
-		dom := m.domains.value(normDomain(p.Policy.PolicyDomain))
+		dom := m.domains.Value(normDomain(p.Policy.PolicyDomain))
 		add[key{dom, "success"}] += p.Summary.TotalSuccessful
 		var detailed uint64
 		for _, fd := range p.FailureDetails {
@@ -143,7 +158,6 @@ func (m *ReceivedMetrics) Accepted(transport string, r *Report) {
 			add[key{dom, "unspecified"}] += p.Summary.TotalFailure - detailed
 		}
 	}
-	m.mu.Unlock()
 	for k, n := range add {
 		// A zero still creates the series, so that a rate over it
 		// starts from 0 rather than from absence.
