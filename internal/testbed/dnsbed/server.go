@@ -67,6 +67,12 @@ type Server struct {
 	counts     map[faultKey]int64
 	total, tcp atomic.Int64
 
+	// Latency and the query log (latency.go).
+	delay  atomic.Int64 // time.Duration before each answer; 0: none
+	qlogOn atomic.Bool
+	qlogMu sync.Mutex
+	qlog   []QueryRecord
+
 	runMu   sync.Mutex
 	servers []*dns.Server
 	addr    string
@@ -436,19 +442,28 @@ func (s *Server) ResetCounts() {
 	clear(s.counts)
 	s.total.Store(0)
 	s.tcp.Store(0)
+	s.qlogMu.Lock()
+	s.qlog = nil
+	s.qlogMu.Unlock()
 }
 
 // ServeDNS answers one query; it makes Server a dns.Handler, so it can also
 // be mounted on listeners of the caller's own.
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	received := time.Now()
 	isTCP := false
 	if a := w.LocalAddr(); a != nil {
 		isTCP = a.Network() == "tcp"
 	}
+	s.wait()
 	resp := s.handle(req, isTCP)
+	// Taken before the write, so that a query the client sends on
+	// receiving this answer is always logged as arriving after it.
+	answered := time.Now()
 	if resp != nil {
 		_ = w.WriteMsg(resp)
 	}
+	s.record(req, resp, received, answered, isTCP)
 }
 
 // handle counts a query, applies faults and builds the response; nil means

@@ -35,6 +35,7 @@ func repoRoot() string {
 
 // build compiles one Go main package once per test process.
 type build struct {
+	dir  string // module directory to build in; "" is this repository's root
 	pkg  string
 	once sync.Once
 	path string
@@ -51,7 +52,10 @@ func (b *build) binary(t testing.TB) string {
 		}
 		b.path = filepath.Join(dir, "maddy")
 		cmd := exec.Command("go", "build", "-o", b.path, b.pkg)
-		cmd.Dir = repoRoot()
+		cmd.Dir = b.dir
+		if cmd.Dir == "" {
+			cmd.Dir = repoRoot()
+		}
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
 		}
@@ -76,6 +80,33 @@ func Binary(t testing.TB) string { return custom.binary(t) }
 // that tests can compare daneguard with what maddy does without it.
 func StockBinary(t testing.TB) string { return stock.binary(t) }
 
+var (
+	buildsMu sync.Mutex
+	builds   = map[[2]string]*build{}
+)
+
+// BuildBinary builds the main package pkg (e.g. "./cmd/maddy") in the Go
+// module at directory dir, once per test process, and returns the binary's
+// path. It is for the maddy builds of nested modules (ports/maddy-0.9),
+// whose tests pass the result as Options.Binary. The go command runs with
+// the test's environment, so GOFLAGS and GOWORK apply to it as well.
+func BuildBinary(t testing.TB, dir, pkg string) string {
+	t.Helper()
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := [2]string{abs, pkg}
+	buildsMu.Lock()
+	b := builds[key]
+	if b == nil {
+		b = &build{dir: abs, pkg: pkg}
+		builds[key] = b
+	}
+	buildsMu.Unlock()
+	return b.binary(t)
+}
+
 // Options configures one maddy instance.
 type Options struct {
 	// Hostname is maddy's own host name (EHLO). Default "sender.test".
@@ -96,6 +127,9 @@ type Options struct {
 	// Stock runs maddy's own binary (StockBinary) instead of the custom
 	// one: `dane { }` in MXAuth is then maddy's built-in DANE policy.
 	Stock bool
+	// Binary, if set, is the maddy binary to run (for example one made by
+	// BuildBinary); it takes precedence over Stock and the custom build.
+	Binary string
 	// NoConnReuse sets target.remote's conn_reuse_limit to 0 (instead of
 	// 10), so that no outbound connection is pooled: every message opens a
 	// new connection and runs every mx_auth check. (maddy v0.8.2 pools a
@@ -180,10 +214,12 @@ func Start(t testing.TB, o Options) *Maddy {
 	if o.SubmitAddr == "" {
 		o.SubmitAddr = "127.0.0.1:2525"
 	}
-	bin := ""
-	if o.Stock {
+	bin := o.Binary
+	switch {
+	case bin != "":
+	case o.Stock:
 		bin = StockBinary(t)
-	} else {
+	default:
 		bin = Binary(t)
 	}
 	dir := t.TempDir()
@@ -201,8 +237,14 @@ func Start(t testing.TB, o Options) *Maddy {
 // the call returns once it accepts connections.
 func StartFile(t testing.TB, config, submitAddr string, env ...string) *Maddy {
 	t.Helper()
-	m := &Maddy{t: t, Opts: Options{SubmitAddr: submitAddr}, Dir: t.TempDir(), Config: config, done: make(chan struct{})}
-	m.launch(Binary(t), env)
+	return StartFileBinary(t, Binary(t), config, submitAddr, env...)
+}
+
+// StartFileBinary is StartFile with the maddy binary bin.
+func StartFileBinary(t testing.TB, bin, config, submitAddr string, env ...string) *Maddy {
+	t.Helper()
+	m := &Maddy{t: t, Opts: Options{SubmitAddr: submitAddr, Binary: bin}, Dir: t.TempDir(), Config: config, done: make(chan struct{})}
+	m.launch(bin, env)
 	return m
 }
 

@@ -151,6 +151,9 @@ type Message struct {
 	RequireTLS bool
 	// TLS is the TLS state of the transaction.
 	TLS TLSInfo
+	// Received is when the server accepted the message (the end of DATA,
+	// just before its 250 reply).
+	Received time.Time
 }
 
 // ConnInfo describes one accepted connection. Its fields are final once
@@ -160,6 +163,8 @@ type ConnInfo struct {
 	ID int
 	// RemoteAddr is the client's address.
 	RemoteAddr string
+	// Accepted is when the server accepted the TCP connection.
+	Accepted time.Time
 	// Helo is the name the client gave in its last EHLO or HELO.
 	Helo string
 	// StartTLS reports whether the client issued STARTTLS and began a
@@ -505,7 +510,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		tc.st = &connState{conn: tc, info: ConnInfo{ID: len(s.conns) + 1, RemoteAddr: c.RemoteAddr().String()}}
+		tc.st = &connState{conn: tc, info: ConnInfo{ID: len(s.conns) + 1, RemoteAddr: c.RemoteAddr().String(), Accepted: time.Now()}}
 		s.conns = append(s.conns, tc.st)
 		s.notifyLocked()
 		s.mu.Unlock()
@@ -704,6 +709,7 @@ func (ss *session) Data(r io.Reader) error {
 		Data:       data,
 		RequireTLS: ss.requireTLS,
 		TLS:        ss.tls,
+		Received:   time.Now(),
 	}
 	s := ss.s
 	s.mu.Lock()
