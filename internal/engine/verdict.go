@@ -3,6 +3,8 @@ package engine
 import (
 	"crypto/tls"
 	"fmt"
+	"github.com/maddy-dane/daneguard/dane"
+	"github.com/maddy-dane/daneguard/tlsrpt"
 	"strings"
 
 	mtastsfallback "github.com/maddy-dane/daneguard/mtasts_fallback"
@@ -43,20 +45,20 @@ const (
 	ReasonFingerprintMatch   Reason = "fingerprint-match"      // level fingerprint satisfied
 	ReasonPolicyNone         Reason = "policy-none"            // the domain's level is none or may
 	ReasonEncryptRequired    Reason = "encrypt-satisfied"      // level encrypt satisfied
-	ReasonNoTLS              Reason = "starttls-not-supported"
-	ReasonDANEMismatch       Reason = "tlsa-mismatch"         // no usable TLSA record matched the certificate
-	ReasonDANERequired       Reason = "dane-required"         // dane-only, but DANE does not apply
-	ReasonDNSFailure         Reason = "dns-failure"           // a lookup failed (SERVFAIL, timeout, ...)
-	ReasonDNSSECBogus        Reason = "dnssec-invalid"        // the resolver said validation failed
-	ReasonNoAddress          Reason = "no-address"            // the MX host has no address records
-	ReasonSTSMXMismatch      Reason = "mtasts-mx-mismatch"    // enforce policy does not list this MX
-	ReasonSTSCertInvalid     Reason = "mtasts-webpki-invalid" // enforce policy and no WebPKI-valid certificate
-	ReasonSTSTLSVersion      Reason = "mtasts-tls-version"    // enforce policy and TLS older than 1.2
-	ReasonSTSRequired        Reason = "mtasts-required"       // level mtasts, but no enforce policy
-	ReasonSTSFetchFailure    Reason = "mtasts-fetch-failure"  // level mtasts and the policy cannot be fetched
-	ReasonVerifyFailed       Reason = "webpki-invalid"        // level verify not satisfied
-	ReasonFingerprintMissing Reason = "fingerprint-mismatch"  // level fingerprint not satisfied
-	ReasonPolicyLookup       Reason = "policy-lookup-failure" // the policy table could not be read
+	ReasonNoTLS              Reason = tlsrpt.ResultSTARTTLSNotSupported
+	ReasonDANEMismatch       Reason = "tlsa-mismatch"                 // no usable TLSA record matched the certificate
+	ReasonDANERequired       Reason = Reason(dane.ReasonDANERequired) // dane-only, but DANE does not apply
+	ReasonDNSFailure         Reason = "dns-failure"                   // a lookup failed (SERVFAIL, timeout, ...)
+	ReasonDNSSECBogus        Reason = tlsrpt.ResultDNSSECInvalid      // the resolver said validation failed
+	ReasonNoAddress          Reason = "no-address"                    // the MX host has no address records
+	ReasonSTSMXMismatch      Reason = "mtasts-mx-mismatch"            // enforce policy does not list this MX
+	ReasonSTSCertInvalid     Reason = "mtasts-webpki-invalid"         // enforce policy and no WebPKI-valid certificate
+	ReasonSTSTLSVersion      Reason = "mtasts-tls-version"            // enforce policy and TLS older than 1.2
+	ReasonSTSRequired        Reason = "mtasts-required"               // level mtasts, but no enforce policy
+	ReasonSTSFetchFailure    Reason = "mtasts-fetch-failure"          // level mtasts and the policy cannot be fetched
+	ReasonVerifyFailed       Reason = "webpki-invalid"                // level verify not satisfied
+	ReasonFingerprintMissing Reason = "fingerprint-mismatch"          // level fingerprint not satisfied
+	ReasonPolicyLookup       Reason = "policy-lookup-failure"         // the policy table could not be read
 )
 
 // Mechanism names what decided the verdict: the "mechanism" log field.

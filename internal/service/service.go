@@ -95,18 +95,17 @@ const sweepInterval = time.Minute
 
 // New provisions a service from validated settings. On error nothing is
 // left open.
-func New(s Settings, d Deps) (svc *Service, err error) {
+func New(s Settings, d Deps) (_ *Service, err error) {
 	if d.Log == nil {
 		return nil, errors.New("service: no logger")
 	}
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
-	svc = &Service{settings: s, deps: d, log: d.Log}
+	svc := &Service{settings: s, deps: d, log: d.Log}
 	defer func() {
 		if err != nil {
 			svc.release()
-			svc = nil
 		}
 	}()
 
