@@ -127,27 +127,27 @@ var Directives = []Directive[Settings]{
 	}},
 	{Name: "policy", Repeat: true, Set: addPolicy},
 	{Name: "cache_max_entries", Set: func(s *Settings, a []string) error {
-		if err := setInt(&s.CacheMaxEntries, a); err != nil {
-			return err
-		}
-		if s.CacheMaxEntries < 1 {
-			return errors.New("cache_max_entries must be at least 1")
-		}
-		return nil
+		return setIntIf(&s.CacheMaxEntries, a, func(n int) error {
+			if n < 1 {
+				return errors.New("cache_max_entries must be at least 1")
+			}
+			return nil
+		})
 	}},
 	{Name: "cache_max_ttl", Set: bounded("cache_max_ttl", time.Second, 24*time.Hour, func(s *Settings) *time.Duration { return &s.CacheMaxTTL })},
 	// RFC 9520 §3.2: failures are cached for at least 1 s, at most 5 min.
 	{Name: "cache_failure_min", Set: bounded("cache_failure_min", time.Second, 5*time.Minute, func(s *Settings) *time.Duration { return &s.CacheFailureMin })},
 	{Name: "cache_failure_max", Set: bounded("cache_failure_max", time.Second, 5*time.Minute, func(s *Settings) *time.Duration { return &s.CacheFailureMax })},
 	{Name: "roots", Set: func(s *Settings, a []string) error {
-		if err := setString(&s.RootsPath, a); err != nil {
+		var path string
+		if err := setString(&path, a); err != nil {
 			return err
 		}
-		pool, err := ReadRootsPEM(s.RootsPath)
+		pool, err := ReadRootsPEM(path)
 		if err != nil {
 			return fmt.Errorf("roots: %w", err)
 		}
-		s.Roots = pool
+		s.RootsPath, s.Roots = path, pool
 		return nil
 	}},
 	{Name: "mtasts", Set: func(s *Settings, a []string) error { return setBool(&s.MTASTS, a) }},
@@ -162,62 +162,61 @@ var TLSRPTDirectives = []Directive[TLSRPTSettings]{
 	{Name: "from", Set: func(t *TLSRPTSettings, a []string) error { return setString(&t.From, a) }},
 	{Name: "dir", Set: func(t *TLSRPTSettings, a []string) error { return setString(&t.Dir, a) }},
 	{Name: "send_hour", Set: func(t *TLSRPTSettings, a []string) error {
-		if err := setInt(&t.SendHour, a); err != nil {
-			return err
-		}
-		if t.SendHour < 0 || t.SendHour > 23 {
-			return errors.New("send_hour must be between 0 and 23")
-		}
-		return nil
+		return setIntIf(&t.SendHour, a, func(n int) error {
+			if n < 0 || n > 23 {
+				return errors.New("send_hour must be between 0 and 23")
+			}
+			return nil
+		})
 	}},
 	{Name: "https_timeout", Set: func(t *TLSRPTSettings, a []string) error {
-		if err := setDuration(&t.HTTPTimeout, a); err != nil {
-			return err
-		}
-		if t.HTTPTimeout <= 0 {
-			// 0 would make the HTTP client wait forever for a stalled
-			// collector, and the one sender goroutine with it.
-			return errors.New("https_timeout must be more than 0s")
-		}
-		return nil
+		return setDurationIf(&t.HTTPTimeout, a, func(d time.Duration) error {
+			if d <= 0 {
+				// 0 would make the HTTP client wait forever for a stalled
+				// collector, and the one sender goroutine with it.
+				return errors.New("https_timeout must be more than 0s")
+			}
+			return nil
+		})
 	}},
 	{Name: "https_roots", Set: func(t *TLSRPTSettings, a []string) error {
-		if err := setString(&t.HTTPRootsPath, a); err != nil {
+		var path string
+		if err := setString(&path, a); err != nil {
 			return err
 		}
-		pool, err := ReadRootsPEM(t.HTTPRootsPath)
+		pool, err := ReadRootsPEM(path)
 		if err != nil {
 			return fmt.Errorf("https_roots: %w", err)
 		}
-		t.HTTPRoots = pool
+		t.HTTPRootsPath, t.HTTPRoots = path, pool
 		return nil
 	}},
 	{Name: "retry_for", Set: func(t *TLSRPTSettings, a []string) error { return setDuration(&t.RetryFor, a) }},
 	{Name: "keep_days", Set: func(t *TLSRPTSettings, a []string) error {
-		if err := setInt(&t.KeepDays, a); err != nil {
-			return err
-		}
-		if t.KeepDays < 1 {
-			return errors.New("keep_days must be at least 1")
-		}
-		return nil
+		return setIntIf(&t.KeepDays, a, func(n int) error {
+			if n < 1 {
+				return errors.New("keep_days must be at least 1")
+			}
+			return nil
+		})
 	}},
 	{Name: "poll_interval", Set: func(t *TLSRPTSettings, a []string) error {
-		if err := setDuration(&t.PollInterval, a); err != nil {
-			return err
-		}
-		if t.PollInterval < 10*time.Millisecond {
-			return errors.New("poll_interval is too small")
-		}
-		return nil
+		return setDurationIf(&t.PollInterval, a, func(d time.Duration) error {
+			if d < 10*time.Millisecond {
+				return errors.New("poll_interval is too small")
+			}
+			return nil
+		})
 	}},
 	{Name: "sending_ip", Set: func(t *TLSRPTSettings, a []string) error {
-		if err := setString(&t.SendingIP, a); err != nil {
+		var ip string
+		if err := setString(&ip, a); err != nil {
 			return err
 		}
-		if net.ParseIP(t.SendingIP) == nil {
-			return fmt.Errorf("sending_ip %q is not an IP address", t.SendingIP)
+		if net.ParseIP(ip) == nil {
+			return fmt.Errorf("sending_ip %q is not an IP address", ip)
 		}
+		t.SendingIP = ip
 		return nil
 	}},
 }
@@ -350,7 +349,8 @@ func ReadRootsPEM(path string) (*x509.CertPool, error) {
 }
 
 // The argument parsers below accept what maddy's config.Map accepts for
-// the same kinds of directive, with the same messages.
+// the same kinds of directive, with the same messages. A refused value
+// leaves the setting as it was.
 
 func setBool(b *bool, a []string) error {
 	switch {
@@ -388,6 +388,32 @@ func setInt(i *int, a []string) error {
 		return fmt.Errorf("invalid integer: %s", a[0])
 	}
 	*i = n
+	return nil
+}
+
+// setIntIf sets *i to the argument if check accepts it.
+func setIntIf(i *int, a []string, check func(int) error) error {
+	var n int
+	if err := setInt(&n, a); err != nil {
+		return err
+	}
+	if err := check(n); err != nil {
+		return err
+	}
+	*i = n
+	return nil
+}
+
+// setDurationIf sets *d to the argument if check accepts it.
+func setDurationIf(d *time.Duration, a []string, check func(time.Duration) error) error {
+	var v time.Duration
+	if err := setDuration(&v, a); err != nil {
+		return err
+	}
+	if err := check(v); err != nil {
+		return err
+	}
+	*d = v
 	return nil
 }
 

@@ -3,6 +3,7 @@ package service
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -184,4 +185,42 @@ func TestLifecycle(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("%d stores held after a failed New", n)
 	}
+}
+
+// FuzzDirectives: any arguments to any directive give a value or an
+// error, never a panic, and an error leaves the settings as they were.
+func FuzzDirectives(f *testing.F) {
+	f.Add(uint8(0), "yes", "")
+	f.Add(uint8(4), "dane-only", "")
+	f.Add(uint8(5), "example.org", "fingerprint sha256:00")
+	f.Add(uint8(6), "0", "")
+	f.Add(uint8(7), "25h", "")
+	f.Add(uint8(12), "/nonexistent", "")
+	f.Fuzz(func(t *testing.T, which uint8, a1, a2 string) {
+		var args []string
+		for _, a := range []string{a1, a2} {
+			if a != "" {
+				args = append(args, a)
+			}
+		}
+		all := len(Directives) + len(TLSRPTDirectives)
+		i := int(which) % all
+		if i < len(Directives) {
+			d := Directives[i]
+			s, before := DefaultSettings(), DefaultSettings()
+			if err := d.Set(&s, args); err != nil {
+				if err.Error() == "" || !reflect.DeepEqual(s, before) {
+					t.Fatalf("%s %q: error %q changed the settings or says nothing", d.Name, args, err)
+				}
+			}
+			return
+		}
+		d := TLSRPTDirectives[i-len(Directives)]
+		r, before := DefaultTLSRPTSettings(), DefaultTLSRPTSettings()
+		if err := d.Set(&r, args); err != nil {
+			if err.Error() == "" || !reflect.DeepEqual(r, before) {
+				t.Fatalf("%s %q: error %q changed the settings or says nothing", d.Name, args, err)
+			}
+		}
+	})
 }
