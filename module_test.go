@@ -68,6 +68,11 @@ func TestConfigErrors(t *testing.T) {
 		{"dane { policy . dane-only }", "not a domain name"},
 		{"dane { policy alice@bank.example dane-only }", "not a domain name"},
 		{"dane { policy ..bank.example dane-only }", "empty label"},
+		// These two lost their file and line before the directives moved
+		// to internal/service.
+		{"dane { cache_max_entries 0 }", "cache_max_entries must be at least 1"},
+		{"dane { roots /nonexistent/roots.pem }", "roots: open /nonexistent/roots.pem"},
+		{"dane { resolver_timeout -1s }", "duration must not be negative"},
 	} {
 		grp, err := module.Get("mx_auth")("mx_auth", "", nil, nil)
 		if err != nil {

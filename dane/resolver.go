@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	policycache "github.com/maddy-dane/daneguard/policy_cache"
 	"net"
 	"strings"
 	"time"
@@ -249,6 +250,9 @@ type step struct {
 	dangling bool // ends in a CNAME whose target was not answered
 }
 
+// uncapped is a NegativeTTL limit above any TTL DNS can carry.
+const uncapped = (1<<31 - 1) * time.Second
+
 // parseStep extracts the CNAME chain and the records of qtype from one
 // response to a question for qname.
 func parseStep(resp *dns.Msg, qname string, qtype uint16) (step, error) {
@@ -259,6 +263,9 @@ func parseStep(resp *dns.Msg, qname string, qtype uint16) (step, error) {
 	minTTL := uint32(0)
 	haveTTL := false
 	note := func(ttl uint32) {
+		if ttl > 1<<31-1 {
+			ttl = 0 // RFC 2181 §8: a TTL with the top bit set counts as zero
+		}
 		if !haveTTL || ttl < minTTL {
 			minTTL, haveTTL = ttl, true
 		}
@@ -296,13 +303,10 @@ func parseStep(resp *dns.Msg, qname string, qtype uint16) (step, error) {
 			s.dangling = true
 		}
 		// RFC 2308 §5: a negative answer lives for min(SOA TTL, SOA MINIMUM);
-		// without an SOA it is not cached at all.
+		// without an SOA it is not cached at all. No cap here: the cache
+		// applies cache_max_ttl to every answer.
 		if soa := findSOA(resp); soa != nil {
-			neg := soa.Hdr.Ttl
-			if soa.Minttl < neg {
-				neg = soa.Minttl
-			}
-			note(neg)
+			note(uint32(policycache.NegativeTTL(soa.Hdr.Ttl, soa.Minttl, uncapped) / time.Second))
 		} else if !s.dangling {
 			note(0)
 		}

@@ -158,6 +158,10 @@ func (d Decision) String() string {
 //
 // Contradictory input fails safe: a VerifyErr wins over a Match, a missing
 // verification result fails, an unknown TLSA state defers.
+//
+// internal/engine decides every connection to a server with a secure TLSA
+// RRset with Decide, and under mandatory DANE refuses a server before
+// connecting when Decide would fail the best connection it could offer.
 func Decide(o Observation) Decision {
 	switch o.TLSA {
 	case TLSALookupFailed:

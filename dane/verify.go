@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/maddy-dane/daneguard/tlsrpt"
 	"strings"
 	"time"
 )
@@ -112,8 +113,9 @@ const (
 	// TLS session was established (RFC 7672 §2.2).
 	ReasonTLSRequired Reason = "tls-required"
 	// ReasonDANERequired: local policy mandates DANE (RFC 7672 §6) and
-	// the server has no usable TLSA records.
-	ReasonDANERequired Reason = "dane-required"
+	// the server has no usable TLSA records. It is the RFC 8460 result
+	// type of the same name, and the engine's reason.
+	ReasonDANERequired Reason = tlsrpt.ResultDANERequired
 	// ReasonNotVerified: usable TLSA records exist and TLS was
 	// established, but no verification result was supplied.
 	ReasonNotVerified Reason = "not-verified"
@@ -126,21 +128,21 @@ const (
 func (r Reason) ResultType() string {
 	switch r {
 	case ReasonNameMismatch:
-		return "certificate-host-mismatch"
+		return tlsrpt.ResultCertificateHostMismatch
 	case ReasonExpired:
-		return "certificate-expired"
+		return tlsrpt.ResultCertificateExpired
 	case ReasonNoMatch, ReasonChainBuild, ReasonConstraint, ReasonNotYetValid:
-		return "certificate-not-trusted"
+		return tlsrpt.ResultCertificateNotTrusted
 	case ReasonNoUsableRecords:
-		return "tlsa-invalid"
+		return tlsrpt.ResultTLSAInvalid
 	case ReasonLookupFailed:
-		return "dnssec-invalid"
+		return tlsrpt.ResultDNSSECInvalid
 	case ReasonTLSRequired:
-		return "starttls-not-supported"
+		return tlsrpt.ResultSTARTTLSNotSupported
 	case ReasonDANERequired:
-		return "dane-required"
+		return tlsrpt.ResultDANERequired
 	case ReasonNoCertificate, ReasonNotVerified, ReasonInvalidState:
-		return "validation-failure"
+		return tlsrpt.ResultValidationFailure
 	}
 	return ""
 }

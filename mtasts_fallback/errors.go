@@ -2,6 +2,7 @@ package mtastsfallback
 
 import (
 	"errors"
+	"github.com/maddy-dane/daneguard/tlsrpt"
 	"strings"
 )
 
@@ -10,37 +11,38 @@ import (
 // TLSRPT, count it in the right bucket of an aggregate report.
 type Reason string
 
-// Result types from RFC 8460 §4.3 used by this package.
+// Result types from RFC 8460 §4.3 used by this package, as package
+// tlsrpt defines them.
 const (
 	// ReasonSTARTTLSNotSupported: the MX did not offer or complete TLS
 	// (RFC 8460 §4.3.1).
-	ReasonSTARTTLSNotSupported Reason = "starttls-not-supported"
+	ReasonSTARTTLSNotSupported Reason = tlsrpt.ResultSTARTTLSNotSupported
 	// ReasonCertHostMismatch: the MX certificate does not name the MX host
 	// (RFC 8460 §4.3.1).
-	ReasonCertHostMismatch Reason = "certificate-host-mismatch"
+	ReasonCertHostMismatch Reason = tlsrpt.ResultCertificateHostMismatch
 	// ReasonCertExpired: the MX certificate is outside its validity period
 	// (RFC 8460 §4.3.1). Go reports "not yet valid" the same way; the
 	// Error text tells the two apart.
-	ReasonCertExpired Reason = "certificate-expired"
+	ReasonCertExpired Reason = tlsrpt.ResultCertificateExpired
 	// ReasonCertNotTrusted: the MX certificate does not chain to a trusted
 	// root, violates name constraints, or has an otherwise broken chain
 	// (RFC 8460 §4.3.1).
-	ReasonCertNotTrusted Reason = "certificate-not-trusted"
+	ReasonCertNotTrusted Reason = tlsrpt.ResultCertificateNotTrusted
 	// ReasonValidationFailure: any other policy validation failure (RFC
 	// 8460 §4.3.3): TLS older than 1.2, or an MX host the policy does not
 	// list. Error.Code says which.
-	ReasonValidationFailure Reason = "validation-failure"
+	ReasonValidationFailure Reason = tlsrpt.ResultValidationFailure
 	// ReasonPolicyFetchError: the policy could not be retrieved: DNS
 	// failure, connection failure, timeout, HTTP status other than 200,
 	// a redirect, a wrong media type, an oversized body
 	// (RFC 8460 §4.3.2.2).
-	ReasonPolicyFetchError Reason = "sts-policy-fetch-error"
+	ReasonPolicyFetchError Reason = tlsrpt.ResultSTSPolicyFetchError
 	// ReasonPolicyInvalid: the TXT record or the policy body is not valid
 	// (RFC 8460 §4.3.2.2).
-	ReasonPolicyInvalid Reason = "sts-policy-invalid"
+	ReasonPolicyInvalid Reason = tlsrpt.ResultSTSPolicyInvalid
 	// ReasonWebPKIInvalid: the policy host's certificate failed PKIX
 	// validation (RFC 8460 §4.3.2.2).
-	ReasonWebPKIInvalid Reason = "sts-webpki-invalid"
+	ReasonWebPKIInvalid Reason = tlsrpt.ResultSTSWebPKIInvalid
 )
 
 // Codes are short, stable words placed in Error.Code. They play the role of

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -552,7 +553,7 @@ func (m *Manager) resolve(ctx context.Context, d string, force bool) *Result {
 	m.mu.Unlock()
 	m.persist(d, p, t)
 	attrs := []any{"domain", d, "id", id, "mode", p.Mode, "max_age", p.MaxAge, "mx", p.MX}
-	if cached != nil && (cached.Mode != p.Mode || !sameStrings(cached.MX, p.MX)) {
+	if cached != nil && (cached.Mode != p.Mode || !slices.Equal(cached.MX, p.MX)) {
 		m.log.Info("mta-sts: policy changed", append(attrs, "old_mode", cached.Mode, "old_mx", cached.MX)...)
 	} else {
 		m.log.Debug("mta-sts: policy fetched", attrs...)
@@ -648,18 +649,6 @@ func (m *Manager) backoff(n int, kind failKind) time.Duration {
 		d = max(d, m.cfg.FetchRetryMin)
 	}
 	return d
-}
-
-func sameStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // RefreshNow does one round of background maintenance, synchronously:

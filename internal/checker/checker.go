@@ -85,7 +85,7 @@ func Run(ctx context.Context, opts Options, domain string) (*Report, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	c := &run{opts: opts, eng: opts.Engine, q: opts.Engine.Querier()}
+	c := &run{opts: opts, eng: opts.Engine, q: opts.Engine.DNS()}
 	c.disc = &dane.Discoverer{Q: c.q}
 	return c.check(ctx, domain), nil
 }
@@ -266,16 +266,10 @@ func (c *run) engineSTS(dst *engine.Destination) *STS {
 // record through the engine's resolver, then the policy over HTTPS.
 func (c *run) lookupSTS(ctx context.Context, domain string) *STS {
 	s := &STS{From: "lookup"}
-	ans, err := c.q.Query(ctx, "_mta-sts."+domain, dns.TypeTXT)
+	txts, err := c.opts.Engine.DNS().LookupTXT(ctx, "_mta-sts."+domain)
 	if err != nil {
 		s.TXTError = err.Error()
 		return s
-	}
-	var txts []string
-	for _, rr := range ans.Records {
-		if t, ok := rr.(*dns.TXT); ok {
-			txts = append(txts, strings.Join(t.Txt, ""))
-		}
 	}
 	id, err := mtastsfallback.ParseTXT(txts)
 	if err != nil {
