@@ -1,6 +1,8 @@
 package daneguard
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"reflect"
@@ -111,4 +113,58 @@ func checkIntegration() (err error) {
 		}
 	}
 	return fmt.Errorf("mx_auth group keeps %d policies for a dane block, none of them this module", l.Len())
+}
+
+// maddy's own `mtasts` policy is replaced, in binaries that link daneguard,
+// by a module that refuses to start: daneguard's dane block applies
+// MTA-STS itself (mtasts on, the default), and maddy's policy would run
+// first, answer an enforce-mode mismatch with a permanent 550 and fail
+// DANE-authenticated connections that lack a WebPKI certificate.
+// docs/mtasts.md ("Migrating from maddy's mtasts") explains the choice.
+const stsModuleName = "mx_auth.mtasts"
+
+func init() {
+	// integration.go's import of the maddy root package guarantees that
+	// maddy's own registration has run; replace it as for mx_auth.dane.
+	maddyModulesLock.Lock()
+	maddyModules[stsModuleName] = newSTSRefusal
+	maddyModulesLock.Unlock()
+}
+
+type stsRefusal struct{ instName string }
+
+func newSTSRefusal(_, instName string, _, _ []string) (module.Module, error) {
+	return &stsRefusal{instName: instName}, nil
+}
+
+func (r *stsRefusal) Name() string         { return stsModuleName }
+func (r *stsRefusal) InstanceName() string { return r.instName }
+
+// Init always fails, with the error maddy prints at start-up next to the
+// file and line of the block.
+func (r *stsRefusal) Init(cfg *config.Map) error {
+	cfg.AllowUnknown()
+	_, _ = cfg.Process()
+	return fmt.Errorf("mx_auth: the `mtasts { }` block is not supported in this maddy build: daneguard's `dane { }` block applies MTA-STS itself " +
+		"(directive `mtasts`, on by default; policies are kept in `mtasts_dir`). Remove the `mtasts { }` block from mx_auth " +
+		"(and its cache settings; see docs/mtasts.md, \"Migrating from maddy's mtasts\")")
+}
+
+// The remaining methods make the refusal a complete mx_auth policy, so that
+// maddy's policy group accepts it before calling Init; they are never
+// reached because Init fails.
+func (r *stsRefusal) Start(*module.MsgMetadata) module.DeliveryMXAuthPolicy { return stsNoop{} }
+func (r *stsRefusal) Close() error                                          { return nil }
+func (r *stsRefusal) Weight() int                                           { return 10 }
+
+type stsNoop struct{}
+
+func (stsNoop) Reset(*module.MsgMetadata)             {}
+func (stsNoop) PrepareDomain(context.Context, string) {}
+func (stsNoop) PrepareConn(context.Context, string)   {}
+func (stsNoop) CheckMX(_ context.Context, l module.MXLevel, _, _ string, _ bool) (module.MXLevel, error) {
+	return l, nil
+}
+func (stsNoop) CheckConn(_ context.Context, _ module.MXLevel, l module.TLSLevel, _, _ string, _ tls.ConnectionState) (module.TLSLevel, error) {
+	return l, nil
 }

@@ -13,30 +13,37 @@
 //	    }
 //	}
 //
-// This file is the maddy glue only: configuration, levels, errors and log
-// lines. The decisions are made in internal/engine, dane, mtasts_fallback
-// and policy_cache, none of which import maddy. See docs/ for the admin's
-// reference and docs/integration.md for how the module reaches target.remote.
+// This package is the maddy v0.8 glue and nothing else: this file parses
+// the block into service.Settings, runs the service's life cycle and
+// translates verdicts into maddy's MX/TLS levels and SMTP errors;
+// integration.go does the registry work. Construction, per-delivery state,
+// logs, metrics and reports are package internal/service, the decisions
+// package internal/engine; neither imports maddy. See docs/integration.md.
 package daneguard
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
+	"encoding/hex"
 	"fmt"
-	"os"
-	"strings"
+	"maps"
 	"sync"
-	"time"
 
+	"github.com/emersion/go-message/textproto"
+	"github.com/emersion/go-smtp"
+	"github.com/foxcpp/maddy/framework/buffer"
 	"github.com/foxcpp/maddy/framework/config"
 	modconfig "github.com/foxcpp/maddy/framework/config/module"
 	"github.com/foxcpp/maddy/framework/exterrors"
+	"github.com/foxcpp/maddy/framework/hooks"
 	"github.com/foxcpp/maddy/framework/log"
 	"github.com/foxcpp/maddy/framework/module"
-	"github.com/maddy-dane/daneguard/dane"
 	"github.com/maddy-dane/daneguard/internal/engine"
-	policycache "github.com/maddy-dane/daneguard/policy_cache"
+	"github.com/maddy-dane/daneguard/internal/service"
+	"github.com/maddy-dane/daneguard/tlsrpt"
 )
 
 // ModuleName is the name maddy knows the policy by. target.remote only runs
@@ -46,21 +53,9 @@ const ModuleName = "mx_auth.dane"
 // Policy is the module instance: one per `dane { }` block.
 type Policy struct {
 	instName string
-	log      log.Logger
 	probe    bool
-
-	eng      *engine.Engine
-	resolver *dane.Resolver
-	inline   map[string]engine.DomainPolicy
+	svc      *service.Service
 	table    module.Table
-	sts      *stsState // MTA-STS (module_mtasts.go); nil when off
-
-	// TLS reporting (module_tlsrpt.go).
-	rptCfg *TLSRPTConfig
-	rpt    *reporter
-
-	closeOnce sync.Once
-	stopSweep context.CancelFunc // ends the cache sweeper (module_cache.go)
 }
 
 // New is the module factory registered under ModuleName.
@@ -68,11 +63,7 @@ func New(_, instName string, _, inlineArgs []string) (module.Module, error) {
 	if len(inlineArgs) != 0 {
 		return nil, fmt.Errorf("%s: inline arguments are not used", ModuleName)
 	}
-	return &Policy{
-		instName: instName,
-		log:      log.Logger{Name: "daneguard", Debug: log.DefaultLogger.Debug},
-		probe:    probing.Load(),
-	}, nil
+	return &Policy{instName: instName, probe: probing.Load()}, nil
 }
 
 func (p *Policy) Name() string         { return ModuleName }
@@ -82,8 +73,8 @@ func (p *Policy) InstanceName() string { return p.instName }
 // MTA-STS policies and before local_policy, like maddy's own.
 func (p *Policy) Weight() int { return 10 }
 
-// Init parses the `dane { }` block. Every directive is documented in
-// docs/configuration.md.
+// Init parses the `dane { }` block and starts the service. Every directive
+// is documented in docs/configuration.md.
 func (p *Policy) Init(cfg *config.Map) error {
 	if p.probe {
 		// The start-up self-check (integration.go) only needs to see which
@@ -94,298 +85,189 @@ func (p *Policy) Init(cfg *config.Map) error {
 	if err := integrationError(); err != nil {
 		return err
 	}
-
-	var (
-		servers      []string
-		timeout      time.Duration
-		trustRemote  bool
-		defaultLevel engine.Level
-		maxEntries   int
-		maxTTL       time.Duration
-		failMin      time.Duration
-		failMax      time.Duration
-		rootsPath    string
-		stsCfg       stsSettings
-	)
-	p.inline = map[string]engine.DomainPolicy{}
-	cfg.Bool("debug", true, log.DefaultLogger.Debug, &p.log.Debug)
-	cfg.StringList("resolver", false, false, nil, &servers)
-	cfg.Duration("resolver_timeout", false, false, 5*time.Second, &timeout)
-	cfg.Bool("trust_remote_resolver", false, false, &trustRemote)
-	cfg.Custom("default_level", false, false, func() (interface{}, error) {
-		return engine.LevelDANE, nil
-	}, func(_ *config.Map, n config.Node) (interface{}, error) {
-		if len(n.Args) != 1 {
-			return nil, config.NodeErr(n, "usage: default_level LEVEL")
-		}
-		lvl, err := engine.ParseLevel(n.Args[0])
-		if err != nil {
-			return nil, config.NodeErr(n, "%v", err)
-		}
-		if lvl == engine.LevelFingerprint {
-			return nil, config.NodeErr(n, "fingerprint needs per-domain pins; use it in policy entries only")
-		}
-		return lvl, nil
-	}, &defaultLevel)
-	cfg.Callback("policy", func(_ *config.Map, n config.Node) error {
-		return p.addInlinePolicy(n)
-	})
+	s := service.DefaultSettings()
+	s.Debug = log.DefaultLogger.Debug
+	if g, ok := cfg.Globals["debug"].(bool); ok {
+		s.Debug = g // `debug` is inherited from the global directive
+	}
+	declare(cfg, service.Directives, &s)
 	modconfig.Table(cfg, "policy_table", false, false, nil, &p.table)
-	cfg.Int("cache_max_entries", false, false, 100000, &maxEntries)
-	boundedDuration(cfg, "cache_max_ttl", time.Hour, time.Second, 24*time.Hour, &maxTTL)
-	// RFC 9520 §3.2: failures are cached for at least 1 s, at most 5 min.
-	boundedDuration(cfg, "cache_failure_min", time.Second, time.Second, 5*time.Minute, &failMin)
-	boundedDuration(cfg, "cache_failure_max", 5*time.Minute, time.Second, 5*time.Minute, &failMax)
-	cfg.String("roots", false, false, "", &rootsPath)
-	declareMTASTS(cfg, &stsCfg)
-	cfg.Callback("tlsrpt", p.parseTLSRPT)
+	var submit tlsrpt.SubmitFunc
+	cfg.Callback("tlsrpt", func(m *config.Map, n config.Node) error {
+		if s.TLSRPT != nil {
+			return config.NodeErr(n, "duplicate tlsrpt block")
+		}
+		t, tgt, err := parseTLSRPT(m, n)
+		if tgt != nil {
+			submit = submitVia(tgt)
+		}
+		s.TLSRPT = t
+		return err
+	})
 	if _, err := cfg.Process(); err != nil {
 		return err
 	}
-
-	lvl := defaultLevel
-	if maxEntries < 1 {
-		return fmt.Errorf("%s: cache_max_entries must be at least 1", ModuleName)
+	if err := s.Validate(); err != nil {
+		return config.NodeErr(cfg.Block, "%v", err)
 	}
-	if failMin > failMax {
-		return fmt.Errorf("%s: cache_failure_min (%v) is larger than cache_failure_max (%v)", ModuleName, failMin, failMax)
-	}
-	var err error
 
-	p.resolver, err = dane.NewResolver(dane.ResolverConfig{Servers: servers, Timeout: timeout, TrustRemote: trustRemote})
+	lg := maddyLog{log.Logger{Name: "daneguard", Debug: s.Debug}}
+	deps := service.Deps{Log: lg, Instance: p.instName, SubmitReport: submit, StateDir: config.StateDirectory, NoRun: module.NoRun}
+	if p.table != nil {
+		deps.PolicyTable = p.table.Lookup
+	}
+	svc, err := service.New(s, deps)
 	if err != nil {
 		return fmt.Errorf("%s: %w", ModuleName, err)
 	}
-	if bad := p.resolver.UntrustedServers(); len(bad) != 0 {
-		p.log.Msg("WARNING: resolvers not on loopback are not trusted for DNSSEC; DANE will never apply until a local validating resolver is used (or trust_remote_resolver is set)",
-			"untrusted_resolvers", strings.Join(bad, ","))
-	}
-
-	var roots *x509.CertPool
-	if rootsPath != "" {
-		pem, err := os.ReadFile(rootsPath)
-		if err != nil {
-			return fmt.Errorf("%s: roots: %w", ModuleName, err)
-		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("%s: roots: no PEM certificates in %s", ModuleName, rootsPath)
-		}
-	}
-
-	p.eng, err = engine.New(engine.Config{
-		Querier:      p.resolver,
-		DefaultLevel: lvl,
-		Policies:     p.lookupPolicy,
-		Roots:        roots,
-		OnQuery:      p.debugQuery,
-		Cache: policycache.Config{
-			MaxEntries:    maxEntries,
-			MaxTTL:        maxTTL,
-			MinFailureTTL: failMin,
-			MaxFailureTTL: failMax,
-		},
-	})
-	if err != nil {
+	if err := svc.Start(); err != nil {
+		_ = svc.Close()
 		return fmt.Errorf("%s: %w", ModuleName, err)
 	}
-	if err := p.startMTASTS(stsCfg, roots); err != nil {
-		return err
-	}
-	registerMetrics(p)
-	p.startCacheSweeper()
-	if err := p.startTLSRPT(); err != nil {
-		return err
-	}
+	// maddy does not close mx_auth policies at shutdown; the hook does.
+	hooks.AddHook(hooks.EventShutdown, func() { _ = svc.Close() })
+	p.svc = svc
 	trackInstance(p)
-	p.log.DebugMsg("initialized", "resolvers", strings.Join(p.resolver.Servers(), ","), "default_level", string(lvl))
 	return nil
 }
 
-// addInlinePolicy handles `policy DOMAIN LEVEL [pins...]`.
-func (p *Policy) addInlinePolicy(n config.Node) error {
-	if len(n.Args) < 2 {
-		return config.NodeErr(n, "usage: policy DOMAIN LEVEL [fingerprints...]")
-	}
-	raw := strings.ToLower(strings.TrimSuffix(n.Args[0], "."))
-	if err := checkPolicyKey(raw); err != nil {
-		return config.NodeErr(n, "policy %s: %v", n.Args[0], err)
-	}
-	// Keys are stored as the engine looks them up: A-labels for
-	// internationalized names, so either form may be written.
-	key := engine.CanonicalDomain(strings.TrimPrefix(raw, "."))
-	if strings.HasPrefix(raw, ".") {
-		key = "." + key
-	}
-	pol, err := engine.ParsePolicySpec(strings.Join(n.Args[1:], " "))
-	if err != nil {
-		return config.NodeErr(n, "policy %s: %v", n.Args[0], err)
-	}
-	if _, dup := p.inline[key]; dup {
-		return config.NodeErr(n, "duplicate policy for %s", key)
-	}
-	pol.Source, pol.Key = "inline", key
-	p.inline[key] = pol
-	return nil
-}
-
-// lookupPolicy finds the policy for domain: the exact domain first, then
-// ".parent" entries from the closest parent up; inline entries win over the
-// table at each step.
-func (p *Policy) lookupPolicy(ctx context.Context, domain string) (engine.DomainPolicy, bool, error) {
-	ctx, cancel := policyTableContext(ctx)
-	defer cancel()
-	for _, key := range policyKeys(domain) {
-		if pol, ok := p.inline[key]; ok {
-			return pol, true, nil
+// declare registers maddy-free directives with cfg: every error gets the
+// file and line of its directive.
+func declare[T any](cfg *config.Map, ds []service.Directive[T], into *T) {
+	for _, d := range ds {
+		set := func(n config.Node) error {
+			if len(n.Children) != 0 {
+				return config.NodeErr(n, "can't declare block here")
+			}
+			if err := d.Set(into, n.Args); err != nil {
+				return config.NodeErr(n, "%v", err)
+			}
+			return nil
 		}
-		if p.table == nil {
+		if d.Repeat {
+			cfg.Callback(d.Name, func(_ *config.Map, n config.Node) error { return set(n) })
 			continue
 		}
-		val, ok, err := p.table.Lookup(ctx, key)
-		if err != nil {
-			return engine.DomainPolicy{}, false, fmt.Errorf("policy_table lookup of %q: %w", key, err)
-		}
-		if !ok {
-			continue
-		}
-		pol, err := engine.ParsePolicySpec(val)
-		if err != nil {
-			// A malformed entry never weakens the policy: defer.
-			return engine.DomainPolicy{}, false, fmt.Errorf("policy_table entry %q: %w", key, err)
-		}
-		pol.Source, pol.Key = "table", key
-		return pol, true, nil
+		// Custom rejects a repeated directive with its line.
+		cfg.Custom(d.Name, false, false, nil, func(_ *config.Map, n config.Node) (interface{}, error) {
+			return nil, set(n)
+		}, nil)
 	}
-	return engine.DomainPolicy{}, false, nil
 }
 
-// policyKeys lists the keys tried for domain, most specific first: for
-// "mx.example.org" they are "mx.example.org", ".example.org" and ".org".
-// A ".parent" key applies to every domain below parent, never to parent
-// itself (Postfix's convention).
-func policyKeys(domain string) []string {
-	keys := []string{domain}
-	rest := domain
-	for {
-		i := strings.IndexByte(rest, '.')
-		if i < 0 {
-			break
+// parseTLSRPT parses `tlsrpt [off] { ... }` (docs/tlsrpt.md). deliver_to
+// names a maddy delivery target, hence the glue.
+func parseTLSRPT(m *config.Map, n config.Node) (*service.TLSRPTSettings, module.DeliveryTarget, error) {
+	t := service.DefaultTLSRPTSettings()
+	switch {
+	case len(n.Args) == 1 && n.Args[0] == "off":
+		if len(n.Children) != 0 {
+			return nil, nil, config.NodeErr(n, "tlsrpt off takes no block")
 		}
-		rest = rest[i+1:]
-		keys = append(keys, "."+rest)
+		t.Off = true
+		return &t, nil, nil
+	case len(n.Args) != 0:
+		return nil, nil, config.NodeErr(n, "usage: tlsrpt [off] { ... }")
 	}
-	return keys
+	var tgt module.DeliveryTarget
+	cm := config.NewMap(m.Globals, n)
+	declare(cm, service.TLSRPTDirectives, &t)
+	cm.Custom("deliver_to", false, false, nil, func(m *config.Map, n config.Node) (interface{}, error) {
+		d, err := modconfig.DeliveryDirective(m, n)
+		if err != nil {
+			return nil, config.NodeErr(n, "deliver_to: %v", err)
+		}
+		return d, nil
+	}, &tgt)
+	if _, err := cm.Process(); err != nil {
+		return nil, nil, err
+	}
+	hostname, _ := m.Globals["hostname"].(string)
+	if err := t.Validate(hostname, config.StateDirectory); err != nil {
+		return nil, nil, config.NodeErr(n, "%v", err)
+	}
+	return &t, tgt, nil
 }
 
-// Close releases the module's resources at shutdown.
+// Close stops the service at shutdown.
 func (p *Policy) Close() error {
-	p.closeOnce.Do(func() {
-		if p.stopSweep != nil {
-			p.stopSweep()
-		}
-		p.stopMTASTS()
-		p.stopTLSRPT()
-	})
+	if p.svc != nil {
+		return p.svc.Close()
+	}
 	return nil
 }
 
 // Start begins the policy's work for one message.
 func (p *Policy) Start(meta *module.MsgMetadata) module.DeliveryMXAuthPolicy {
-	d := &delivery{p: p, dests: map[string]*engine.Destination{}}
+	d := &delivery{p: p}
 	d.Reset(meta)
 	return d
 }
 
-// delivery is the per-message state: one engine.Destination per next-hop
-// domain the message goes to.
+// delivery adapts a service.Delivery to maddy's DeliveryMXAuthPolicy.
 type delivery struct {
-	p     *Policy
-	msgID string
-	mu    sync.Mutex
-	dests map[string]*engine.Destination
+	p *Policy
+	d *service.Delivery
 }
 
 func (d *delivery) Reset(meta *module.MsgMetadata) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.dests = map[string]*engine.Destination{}
-	d.msgID = ""
-	if meta != nil {
-		d.msgID = meta.ID
-	}
-}
-
-func (d *delivery) dest(ctx context.Context, domain string) *engine.Destination {
-	key := engine.CanonicalDomain(domain)
-	d.mu.Lock()
-	dst, ok := d.dests[key]
-	d.mu.Unlock()
-	if ok {
-		return dst
-	}
-	start := time.Now()
-	dst = d.p.eng.Destination(ctx, key)
-	observeLookup(stageDestination, start)
-	countSTS(dst)
-	d.p.debugDestination(d.msgID, dst)
-	d.mu.Lock()
-	d.dests[key] = dst
-	d.mu.Unlock()
-	return dst
-}
-
-// PrepareDomain resolves the domain's policy and MX RRset (cached).
-func (d *delivery) PrepareDomain(ctx context.Context, domain string) {
-	if d.p.eng == nil {
+	if d.p.svc == nil {
 		return
 	}
-	d.dest(ctx, domain)
+	id := ""
+	if meta != nil {
+		id = meta.ID
+	}
+	if d.d == nil {
+		d.d = d.p.svc.Delivery(id)
+		return
+	}
+	d.d.Reset(id)
+}
+
+func (d *delivery) PrepareDomain(ctx context.Context, domain string) {
+	if d.d != nil {
+		d.d.PrepareDomain(ctx, domain)
+	}
 }
 
 // PrepareConn does nothing: target.remote calls it after CheckMX for the
 // same host, whose lookups are then already done and cached.
 func (d *delivery) PrepareConn(ctx context.Context, mx string) {}
 
-// CheckMX vets an MX host before maddy connects to it.
-func (d *delivery) CheckMX(ctx context.Context, mxLevel module.MXLevel, domain, mx string, dnssec bool) (module.MXLevel, error) {
-	if d.p.eng == nil {
+func (d *delivery) CheckMX(ctx context.Context, _ module.MXLevel, domain, mx string, _ bool) (module.MXLevel, error) {
+	if d.d == nil {
 		return module.MXNone, notInitialized()
 	}
-	dst := d.dest(ctx, domain)
-	start := time.Now()
-	v := d.p.eng.CheckMX(ctx, dst, mx)
-	observeLookup(stageMX, start)
-	if !v.OK() {
-		d.p.logVerdict(d.msgID, v, "mx")
-		if d.p.reportBypass(d.msgID, v) {
-			return module.MXNone, nil
-		}
+	v, proceed := d.d.CheckMX(ctx, domain, mx)
+	switch {
+	case !proceed:
 		return module.MXNone, smtpError(v)
+	case !v.OK(): // a TLS report, delivered despite the refusal
+		return module.MXNone, nil
 	}
-	d.p.debugMX(d.msgID, v)
-	// Lets local_policy { min_mx_level dnssec|mtasts } work.
-	return mxLevelSTS(v), nil
+	// Lets local_policy { min_mx_level dnssec|mtasts } work: a
+	// DNSSEC-signed MX RRset is the stronger assurance (MX_DNSSEC >
+	// MX_MTASTS in maddy's order), else an enforce-mode MTA-STS policy
+	// that lists the host.
+	switch {
+	case v.MXSecure:
+		return module.MX_DNSSEC, nil
+	case v.STSMXMatched:
+		return module.MX_MTASTS, nil
+	}
+	return module.MXNone, nil
 }
 
-// CheckConn decides whether the established connection may carry the
-// message.
-func (d *delivery) CheckConn(ctx context.Context, mxLevel module.MXLevel, tlsLevel module.TLSLevel, domain, mx string, st tls.ConnectionState) (module.TLSLevel, error) {
-	if d.p.eng == nil {
+func (d *delivery) CheckConn(ctx context.Context, _ module.MXLevel, _ module.TLSLevel, domain, mx string, st tls.ConnectionState) (module.TLSLevel, error) {
+	if d.d == nil {
 		return module.TLSNone, notInitialized()
 	}
-	dst := d.dest(ctx, domain)
-	start := time.Now()
-	v := d.p.eng.CheckConn(ctx, dst, mx, st)
-	observeLookup(stageConn, start)
-	d.p.logVerdict(d.msgID, v, "conn")
-	if !v.OK() {
-		if d.p.reportBypass(d.msgID, v) {
-			return module.TLSNone, nil
-		}
+	v, proceed := d.d.CheckConn(ctx, domain, mx, st)
+	switch {
+	case !proceed:
 		return module.TLSNone, smtpError(v)
-	}
-	if v.Result == engine.Authenticated {
+	case v.Result == engine.Authenticated:
 		return module.TLSAuthenticated, nil
 	}
 	return module.TLSNone, nil
@@ -416,61 +298,97 @@ func smtpError(v *engine.Verdict) error {
 	}
 }
 
-// logVerdict writes the one log line per verdict described in
-// docs/logging.md. stage is "mx" (refused before connecting) or "conn".
-func (p *Policy) logVerdict(msgID string, v *engine.Verdict, stage string) {
-	verdictCount(v)
-	fields := []interface{}{
-		"domain", v.Domain,
-		"mx", v.MX,
-		"mx_secure", v.MXSecure,
-		"level", string(v.Level),
-		"verdict", string(v.Result),
-		"reason", string(v.Reason),
-		"mechanism", string(v.Mechanism),
-		"stage", stage,
+// maddyLog is the service's Logger on maddy's log, under the name
+// "daneguard".
+type maddyLog struct{ l log.Logger }
+
+func (m maddyLog) Msg(msg string, kv ...any)              { m.l.Msg(msg, kv...) }
+func (m maddyLog) Error(msg string, err error, kv ...any) { m.l.Error(msg, err, kv...) }
+func (m maddyLog) DebugMsg(msg string, kv ...any)         { m.l.DebugMsg(msg, kv...) }
+func (m maddyLog) Debug() bool                            { return m.l.Debug }
+
+func (m maddyLog) With(kv ...any) service.Logger {
+	n := m.l
+	n.Fields = maps.Clone(m.l.Fields)
+	if n.Fields == nil {
+		n.Fields = map[string]interface{}{}
 	}
-	if msgID != "" {
-		fields = append(fields, "msg_id", msgID)
+	for i := 0; i+1 < len(kv); i += 2 {
+		if k, ok := kv[i].(string); ok {
+			n.Fields[k] = kv[i+1]
+		}
 	}
-	if v.TLSVersion != "" {
-		fields = append(fields, "tls_version", v.TLSVersion)
-	}
-	if v.TLSA != "" {
-		fields = append(fields, "tlsa", v.TLSA)
-	}
-	if v.TLSABase != "" {
-		fields = append(fields, "tlsa_base", v.TLSABase)
-	}
-	if v.STSPolicyID != "" {
-		fields = append(fields, "sts_id", v.STSPolicyID, "sts_mode", v.STSMode)
-	}
-	if v.Detail != "" {
-		fields = append(fields, "detail", v.Detail)
-	}
-	if !v.OK() {
-		fields = append(fields, "smtp_code", v.Code, "smtp_enchcode", fmt.Sprintf("%d.%d.%d", v.EnhancedCode[0], v.EnhancedCode[1], v.EnhancedCode[2]))
-	}
-	p.log.Msg("verdict", fields...)
-	p.recordTLSRPT(msgID, v)
+	return maddyLog{n}
 }
 
-// boundedDuration declares a duration directive whose value must lie in
-// [lo, hi]; a value outside is an error naming the file and line.
-func boundedDuration(cfg *config.Map, name string, def, lo, hi time.Duration, store *time.Duration) {
-	cfg.Custom(name, false, false, func() (interface{}, error) {
-		return def, nil
-	}, func(_ *config.Map, n config.Node) (interface{}, error) {
-		if len(n.Args) != 1 {
-			return nil, config.NodeErr(n, "usage: %s DURATION", name)
-		}
-		d, err := time.ParseDuration(n.Args[0])
+// submitVia submits report emails through a maddy delivery target, so
+// that the admin's pipeline (DKIM signing, queue) applies.
+func submitVia(tgt module.DeliveryTarget) tlsrpt.SubmitFunc {
+	return func(ctx context.Context, from string, to []string, msg []byte) error {
+		br := bufio.NewReader(bytes.NewReader(msg))
+		hdr, err := textproto.ReadHeader(br)
 		if err != nil {
-			return nil, config.NodeErr(n, "%s: %v", name, err)
+			return fmt.Errorf("parsing the report email: %w", err)
 		}
-		if d < lo || d > hi {
-			return nil, config.NodeErr(n, "%s must be between %v and %v", name, lo, hi)
+		var body bytes.Buffer
+		if _, err := body.ReadFrom(br); err != nil {
+			return err
 		}
-		return d, nil
-	}, store)
+		var rnd [8]byte
+		_, _ = rand.Read(rnd[:])
+		meta := &module.MsgMetadata{
+			ID:              service.ReportMsgIDPrefix + hex.EncodeToString(rnd[:]),
+			OriginalFrom:    from,
+			DontTraceSender: true,
+			SMTPOpts:        smtp.MailOptions{Size: int64(len(msg))},
+		}
+		d, err := tgt.Start(ctx, meta, from)
+		if err != nil {
+			return err
+		}
+		for _, rcpt := range to {
+			if err := d.AddRcpt(ctx, rcpt, smtp.RcptOptions{}); err != nil {
+				_ = d.Abort(ctx)
+				return err
+			}
+		}
+		if err := d.Body(ctx, hdr, buffer.MemoryBuffer{Slice: body.Bytes()}); err != nil {
+			_ = d.Abort(ctx)
+			return err
+		}
+		return d.Commit(ctx)
+	}
+}
+
+// Initialized policy instances, in the order maddy initialized them, for
+// the operator's checker (`maddy check --config ...`), which builds its
+// own service from an instance's settings and policy table.
+var (
+	instancesMu sync.Mutex
+	instances   []*Policy
+)
+
+func trackInstance(p *Policy) {
+	instancesMu.Lock()
+	instances = append(instances, p)
+	instancesMu.Unlock()
+}
+
+// Instances returns the policy instances initialized so far in this
+// process.
+func Instances() []*Policy {
+	instancesMu.Lock()
+	defer instancesMu.Unlock()
+	return append([]*Policy(nil), instances...)
+}
+
+// Settings returns the validated settings of an initialized instance.
+func (p *Policy) Settings() service.Settings { return p.svc.Settings() }
+
+// PolicyTable returns the instance's policy_table lookup, nil without one.
+func (p *Policy) PolicyTable() service.TableLookup {
+	if p.table == nil {
+		return nil
+	}
+	return p.table.Lookup
 }

@@ -238,8 +238,10 @@ func (d *Discoverer) port() int {
 // ReferenceNames returns the names a DANE-TA(2) certificate must match
 // (RFC 7672 §3.2.2): the TLSA base domain first; then, when the server was
 // found through a secure MX RRset (or is the domain's implicit MX), the
-// original next-hop domain and its CNAME-expanded form. With an insecure MX
-// RRset the next-hop domain is never a reference identifier; the MX host
+// original next-hop domain and its CNAME-expanded form (mx.SecureFor: a
+// secure set that lists the host; callers pass the set as found, never
+// decide this themselves). With an insecure MX RRset, or a host the set
+// does not list, the next-hop domain is never a reference identifier; the MX host
 // name is, and so is the TLSA base domain when CNAME expansion made it
 // differ, since §3.2.2 makes the base domain the primary identifier "in
 // all DANE-TA(2) cases".
@@ -262,7 +264,7 @@ func ReferenceNames(mx *MXSet, h *Host) []string {
 	} else {
 		add(h.Name)
 	}
-	if mx != nil && mx.Secure {
+	if mx.SecureFor(h.Name) {
 		add(mx.Domain)
 		add(mx.Expanded)
 	} else {
@@ -289,6 +291,14 @@ func (m *minTTL) get() time.Duration { return m.v }
 // String renders a Host for debug logs.
 func (h *Host) String() string {
 	return fmt.Sprintf("%s (expanded %s, addr_secure=%v, %s, base=%s, %d TLSA)", h.Name, h.Expanded, h.AddrSecure, h.Status, h.BaseDomain, len(h.TLSA))
+}
+
+// SecureFor reports whether host was found through this DNSSEC-secure MX
+// RRset: the set is secure and lists host (or host is the implicit MX).
+// This is the "secure MX" of RFC 7672 §2.2.1 and §3.2.2 for one server;
+// it is false for a nil set.
+func (s *MXSet) SecureFor(host string) bool {
+	return s != nil && s.Secure && s.Has(host)
 }
 
 // Has reports whether host is one of the MX hosts of the set (case and

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -13,13 +12,11 @@ import (
 	"github.com/foxcpp/maddy"
 	"github.com/foxcpp/maddy/framework/config"
 	"github.com/foxcpp/maddy/framework/hooks"
-	"github.com/foxcpp/maddy/framework/log"
 	"github.com/foxcpp/maddy/framework/module"
 	"github.com/maddy-dane/daneguard"
-	"github.com/maddy-dane/daneguard/dane"
 	"github.com/maddy-dane/daneguard/internal/checker"
 	"github.com/maddy-dane/daneguard/internal/engine"
-	mtastsfallback "github.com/maddy-dane/daneguard/mtasts_fallback"
+	"github.com/maddy-dane/daneguard/internal/service"
 	"github.com/urfave/cli/v2"
 )
 
@@ -71,17 +68,20 @@ func runCheck(c *cli.Context) error {
 	domain := c.Args().First()
 
 	helo := c.String("helo")
-	var (
-		base      engine.Config
-		resolvers []string
-		cleanup   = func() {}
-	)
 	rootsPath := c.Path("roots")
 	if rootsPath != "" {
+		// Before loadDaneConfig enters the state directory.
 		if abs, err := filepath.Abs(rootsPath); err == nil {
 			rootsPath = abs
 		}
 	}
+	// The checker builds its service with the module's own constructor:
+	// the configuration's settings (or the defaults), changed by the
+	// command line. It runs with NoRun: MTA-STS policies are looked up
+	// afresh and kept in memory, nothing of the server's state is touched.
+	settings := service.DefaultSettings()
+	var deps service.Deps
+	cleanup := func() {}
 	// --config after "check", or maddy's global --config / MADDY_CONFIG.
 	configPath := ""
 	for _, ctx := range c.Lineage() {
@@ -99,36 +99,24 @@ func runCheck(c *cli.Context) error {
 		if !c.IsSet("helo") && hostname != "" {
 			helo = hostname
 		}
-		base = inst.Engine().Config()
-		resolvers = inst.Resolvers()
-	} else {
-		base.DefaultLevel = engine.LevelDANE
+		settings = inst.Settings()
+		deps.PolicyTable = inst.PolicyTable()
 	}
 	defer cleanup()
-
-	if servers := c.StringSlice("resolver"); len(servers) != 0 || base.Querier == nil || c.Bool("trust-remote-resolver") {
-		if len(servers) == 0 {
-			servers = resolvers // the configuration's, or resolv.conf's
-		}
-		res, err := dane.NewResolver(dane.ResolverConfig{Servers: servers, TrustRemote: c.Bool("trust-remote-resolver")})
-		if err != nil {
-			return usageErr("resolver: %v", err)
-		}
-		if bad := res.UntrustedServers(); len(bad) != 0 {
-			fmt.Fprintf(os.Stderr, "warning: resolvers not on loopback are not trusted for DNSSEC (%s); DANE will not apply\n", strings.Join(bad, ", "))
-		}
-		base.Querier, resolvers = res, res.Servers()
+	settings.Debug = false
+	settings.TLSRPT = nil // the checker records nothing
+	if servers := c.StringSlice("resolver"); len(servers) != 0 {
+		settings.Resolvers = servers
+	}
+	if c.Bool("trust-remote-resolver") {
+		settings.TrustRemoteResolver = true
 	}
 	if path := rootsPath; path != "" {
-		pem, err := os.ReadFile(path)
+		pool, err := service.ReadRootsPEM(path)
 		if err != nil {
 			return usageErr("roots: %v", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return usageErr("roots: no PEM certificates in %s", path)
-		}
-		base.Roots = pool
+		settings.RootsPath, settings.Roots = path, pool
 	}
 	if spec := c.String("level"); spec != "" {
 		pol, err := engine.ParsePolicySpec(spec)
@@ -136,33 +124,27 @@ func runCheck(c *cli.Context) error {
 			return usageErr("--level: %v", err)
 		}
 		pol.Source = "command-line"
-		base.Policies = func(context.Context, string) (engine.DomainPolicy, bool, error) { return pol, true, nil }
+		deps.Policy = func(context.Context, string) (engine.DomainPolicy, bool, error) { return pol, true, nil }
 	}
 	// MTA-STS: on unless --no-mtasts or the configuration turns it off
-	// (`mtasts off`). The checker never uses the server's MTA-STS manager
-	// and store: it looks policies up afresh, in memory.
-	sts := !c.Bool("no-mtasts")
-	if configPath != "" && base.STS == nil {
-		sts = false
+	// (`mtasts off`).
+	if c.Bool("no-mtasts") {
+		settings.MTASTS = false
 	}
-	base.STS = nil
-
-	// A fresh engine (and cache) with the configured policies.
-	eng, err := engine.New(base)
+	deps.Log, deps.NoRun, deps.Instance = quietLog{}, true, "check"
+	svc, err := service.New(settings, deps)
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	if sts {
-		mgr, err := mtastsfallback.NewManager(mtastsfallback.Config{
-			LookupTXT: eng.LookupTXT,
-			Fetcher:   &mtastsfallback.Fetcher{RootCAs: base.Roots},
-		})
-		if err != nil {
-			return usageErr("%v", err)
-		}
-		defer mgr.Close()
-		eng.SetSTS(mgr)
+	defer svc.Close()
+	resolvers := svc.Resolvers()
+	if bad := svc.UntrustedResolvers(); len(bad) != 0 && (configPath == "" || c.IsSet("resolver") || c.IsSet("trust-remote-resolver")) {
+		// (A configuration's own resolvers are warned about by its dane
+		// block, in maddy's log.)
+		fmt.Fprintf(os.Stderr, "warning: resolvers not on loopback are not trusted for DNSSEC (%s); DANE will not apply\n", strings.Join(bad, ", "))
 	}
+	eng := svc.Engine()
+	sts := settings.MTASTS
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -172,7 +154,7 @@ func runCheck(c *cli.Context) error {
 		HeloName:  helo,
 		Timeout:   c.Duration("timeout"),
 		MTASTS:    sts,
-		Roots:     base.Roots,
+		Roots:     settings.Roots,
 		Resolvers: resolvers,
 	}, domain)
 	if err != nil {
@@ -200,10 +182,6 @@ func loadDaneConfig(path string) (*daneguard.Policy, string, func(), error) {
 	if err != nil {
 		return nil, "", nil, err
 	}
-	// The checker must not touch the running server's MTA-STS policy store
-	// (it builds its own MTA-STS component, in memory): drop mtasts_dir,
-	// and below hide the state directory, the store's default location.
-	nodes = withoutDirective(nodes, "dane", "mtasts_dir")
 	globals, blocks, err := maddy.ReadGlobals(nodes)
 	if err != nil {
 		return nil, "", nil, err
@@ -215,13 +193,8 @@ func loadDaneConfig(path string) (*daneguard.Policy, string, func(), error) {
 			fmt.Fprintf(os.Stderr, "note: cannot enter the state directory (%v); relative paths in %s are taken from the current directory\n", err, path)
 		}
 	}
-	config.StateDirectory = ""
-	if out := log.DefaultLogger.Out; out != nil {
-		// Hiding the state directory makes the dane block say that its
-		// MTA-STS policies stay in memory: true, expected, and not the
-		// operator's concern here.
-		log.DefaultLogger.Out = dropOutput{Output: out, prefix: "daneguard: MTA-STS policies are kept in memory only"}
-	}
+	// NoRun: the dane blocks check their directories but open no store
+	// and start nothing.
 	module.NoRun = true
 	done := func() { hooks.RunHooks(hooks.EventShutdown) }
 	_, mods, err := maddy.RegisterModules(globals, blocks)
@@ -246,38 +219,11 @@ func loadDaneConfig(path string) (*daneguard.Policy, string, func(), error) {
 	return insts[0], hostname, done, nil
 }
 
-// withoutDirective returns nodes with every directive name removed from
-// the blocks called block, at any depth.
-func withoutDirective(nodes []config.Node, block, name string) []config.Node {
-	out := make([]config.Node, 0, len(nodes))
-	for _, n := range nodes {
-		children := withoutDirective(n.Children, block, name)
-		if n.Name == block {
-			kept := children[:0]
-			for _, c := range children {
-				if c.Name != name {
-					kept = append(kept, c)
-				}
-			}
-			children = kept
-		}
-		if n.Children != nil {
-			n.Children = children
-		}
-		out = append(out, n)
-	}
-	return out
-}
+// quietLog is the checker service's log: the report says everything.
+type quietLog struct{}
 
-// dropOutput is a maddy log output that drops messages starting with
-// prefix.
-type dropOutput struct {
-	log.Output
-	prefix string
-}
-
-func (d dropOutput) Write(stamp time.Time, debug bool, msg string) {
-	if !strings.HasPrefix(msg, d.prefix) {
-		d.Output.Write(stamp, debug, msg)
-	}
-}
+func (quietLog) Msg(string, ...any)           {}
+func (quietLog) Error(string, error, ...any)  {}
+func (quietLog) DebugMsg(string, ...any)      {}
+func (quietLog) Debug() bool                  { return false }
+func (l quietLog) With(...any) service.Logger { return l }

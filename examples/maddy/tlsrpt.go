@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -16,7 +15,7 @@ import (
 
 	"github.com/foxcpp/maddy"
 	"github.com/foxcpp/maddy/framework/config"
-	"github.com/maddy-dane/daneguard"
+	"github.com/maddy-dane/daneguard/internal/service"
 	"github.com/maddy-dane/daneguard/tlsrpt"
 	"github.com/urfave/cli/v2"
 )
@@ -186,7 +185,7 @@ func openTLSRPTStore(c *cli.Context) (*tlsrpt.Store, error) {
 			return nil, fmt.Errorf("several tlsrpt directories in the configuration (%s); pick one with --dir", strings.Join(dirs, ", "))
 		}
 	}
-	path := daneguard.TLSRPTStorePath(dir)
+	path := service.TLSRPTStorePath(dir)
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("no TLS report store at %s: %w", path, err)
 	}
@@ -212,7 +211,7 @@ func tlsrptDirsFromConfig(path string) ([]string, error) {
 				if len(n.Args) == 1 && n.Args[0] == "off" {
 					continue
 				}
-				dir := filepath.Join(config.StateDirectory, "daneguard", "tlsrpt")
+				dir := service.DefaultTLSRPTDir(config.StateDirectory)
 				for _, ch := range n.Children {
 					if ch.Name == "dir" && len(ch.Args) == 1 {
 						dir = ch.Args[0]

@@ -85,7 +85,7 @@ func Run(ctx context.Context, opts Options, domain string) (*Report, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	c := &run{opts: opts, eng: opts.Engine, q: opts.Engine.Querier()}
+	c := &run{opts: opts, eng: opts.Engine, q: opts.Engine.DNS()}
 	c.disc = &dane.Discoverer{Q: c.q}
 	return c.check(ctx, domain), nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	policycache "github.com/maddy-dane/daneguard/policy_cache"
 	"net"
 	"net/http"
 	"os"
@@ -131,29 +132,37 @@ func newBed(t *testing.T) *bed {
 
 // stsEngine is engine with MTA-STS on, as `maddy check` builds it.
 func (b *bed) stsEngine(pol engine.PolicyLookup) *engine.Engine {
-	eng := b.engine(pol)
+	q := b.querier()
 	mgr, err := mtastsfallback.NewManager(mtastsfallback.Config{
-		LookupTXT: eng.LookupTXT,
+		LookupTXT: q.LookupTXT,
 		Fetcher:   &mtastsfallback.Fetcher{RootCAs: b.ca.Pool(), Timeout: 10 * time.Second},
 	})
 	if err != nil {
 		b.t.Fatal(err)
 	}
 	b.t.Cleanup(func() { _ = mgr.Close() })
-	eng.SetSTS(mgr)
+	eng, err := engine.New(engine.Config{DNS: q, STS: mgr, Policies: pol, Roots: b.ca.Pool()})
+	if err != nil {
+		b.t.Fatal(err)
+	}
 	return eng
 }
 
 func (b *bed) engine(pol engine.PolicyLookup) *engine.Engine {
-	res, err := dane.NewResolver(dane.ResolverConfig{Servers: []string{"127.0.0.1:53"}, Timeout: 3 * time.Second})
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	eng, err := engine.New(engine.Config{Querier: res, Policies: pol, Roots: b.ca.Pool()})
+	eng, err := engine.New(engine.Config{DNS: b.querier(), Policies: pol, Roots: b.ca.Pool()})
 	if err != nil {
 		b.t.Fatal(err)
 	}
 	return eng
+}
+
+// querier is the cached querier over the test bed's unbound.
+func (b *bed) querier() *engine.CachedQuerier {
+	res, err := dane.NewResolver(dane.ResolverConfig{Servers: []string{"127.0.0.1:53"}, Timeout: 3 * time.Second})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return engine.NewCachedQuerier(res, policycache.Config{}, nil)
 }
 
 // check runs the checker and returns its JSON document decoded both into

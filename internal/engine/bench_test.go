@@ -90,7 +90,7 @@ func BenchmarkDelivery(b *testing.B) {
 		per := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
 		b.ReportMetric(float64(tlsaNs.Nanoseconds())/per, "x-vs-tlsa-query")
 		b.ReportMetric(float64(discNs.Nanoseconds())/per, "x-vs-discovery")
-		if s := e.Cache().Stats(); s.Fetches != 3 {
+		if s := e.DNS().Cache().Stats(); s.Fetches != 3 {
 			b.Fatalf("the cache fetched %d times, want 3 (it must stay warm): %+v", s.Fetches, s)
 		}
 	})

@@ -1,12 +1,29 @@
 // Package engine decides, for each outbound SMTP connection, what security
 // the destination requires and whether the connection provides it. It
-// combines the per-destination policy levels, DANE (package dane) and the
-// MTA-STS fallback (package mtastsfallback), with every DNS input behind the
-// TTL-exact cache of package policycache.
+// combines the per-destination policy levels (levels.go), DANE (package
+// dane) and the MTA-STS fallback (package mtastsfallback), with every DNS
+// input behind the TTL-exact cache of package policycache (dns.go), and
+// says what each verdict contributes to the TLS reports (report.go).
 //
-// The engine knows nothing about maddy: module.go at the repository root
-// translates its verdicts into maddy's MX/TLS levels, SMTP errors and log
-// lines, and the operator's checker command drives the very same code.
+// This file is the whole decision and reads top to bottom:
+//
+//   - Destination: the next-hop domain's level and MX RRset (RFC 7672
+//     §2.2.1) and its MTA-STS policy (RFC 8461 §3);
+//   - CheckMX, before connecting: lookup failures defer (RFC 7672 §2.1.2),
+//     mandatory DANE needs a secure MX RRset and usable TLSA records
+//     (§2.2.1, §6), then the MTA-STS MX check (RFC 8461 §4.1);
+//   - CheckConn, on the established connection: DANE where a secure TLSA
+//     RRset exists (RFC 7672 §2.2, §3, through dane.Decide; DANE takes
+//     precedence over MTA-STS, RFC 8461 §2), else the level's own rule
+//     (encrypt, verify, fingerprint), else MTA-STS (RFC 8461 §4.2, §5),
+//     else opportunistic TLS;
+//   - the SMTP reply of every refusal: always 451 (RFC 7672 §2.1.2, §2.2:
+//     a failure means "try later", never a bounce) with an enhanced code
+//     saying why (RFC 3463).
+//
+// The engine knows nothing about maddy: package service builds it and
+// the repository root translates its verdicts into maddy's MX/TLS levels
+// and SMTP errors; the operator's checker drives the very same code.
 package engine
 
 import (
@@ -21,21 +38,25 @@ import (
 
 	"github.com/maddy-dane/daneguard/dane"
 	mtastsfallback "github.com/maddy-dane/daneguard/mtasts_fallback"
-	policycache "github.com/maddy-dane/daneguard/policy_cache"
-	"github.com/miekg/dns"
+	"github.com/maddy-dane/daneguard/tlsrpt"
 )
 
 // PolicyLookup returns the policy for a destination domain, or ok=false to
 // use the default. An error defers delivery; it never weakens the policy.
 type PolicyLookup func(ctx context.Context, domain string) (p DomainPolicy, ok bool, err error)
 
+// STS is the MTA-STS component of the engine: it answers "which MTA-STS
+// policy applies to this domain now". *mtastsfallback.Manager implements
+// it; tests may substitute their own.
+type STS interface {
+	Policy(ctx context.Context, domain string) (*mtastsfallback.Result, error)
+}
+
 // Config configures an Engine.
 type Config struct {
-	// Querier answers DNS questions with their DNSSEC status; normally a
-	// *dane.Resolver. The engine puts a cache in front of it.
-	Querier dane.Querier
-	// Cache configures the DNS answer cache.
-	Cache policycache.Config
+	// DNS answers every question the engine asks, with its DNSSEC status,
+	// through the shared cache. Required.
+	DNS *CachedQuerier
 	// DefaultLevel applies to domains without a policy entry. Default
 	// LevelDANE.
 	DefaultLevel Level
@@ -46,75 +67,44 @@ type Config struct {
 	Roots *x509.CertPool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// OnQuery, if not nil, is told of every question that reached the
-	// resolver (cache misses only), for debug logging.
-	OnQuery func(name string, qtype uint16, a *dane.Answer, err error, took time.Duration)
 	// STS, if not nil, supplies MTA-STS policies for levels dane and
-	// mtasts (mtasts.go). See also SetSTS.
+	// mtasts. It should share DNS (DNS.LookupTXT).
 	STS STS
 }
 
 // Engine is safe for concurrent use by many deliveries.
 type Engine struct {
 	cfg     Config
-	cache   *policycache.Cache[qkey, *dane.Answer]
 	disc    *dane.Discoverer
 	now     func() time.Time
 	roots   *x509.CertPool
 	rootErr error
 }
 
-type qkey struct {
-	name  string
-	qtype uint16
-}
-
 // New builds an Engine.
 func New(cfg Config) (*Engine, error) {
-	if cfg.Querier == nil {
+	if cfg.DNS == nil {
 		return nil, errors.New("engine: no DNS querier configured")
 	}
 	if cfg.DefaultLevel == "" {
 		cfg.DefaultLevel = LevelDANE
 	}
-	e := &Engine{cfg: cfg, now: cfg.Now, roots: cfg.Roots}
+	e := &Engine{cfg: cfg, now: cfg.Now, roots: cfg.Roots, disc: &dane.Discoverer{Q: cfg.DNS}}
 	if e.now == nil {
 		e.now = time.Now
 	}
-	if cfg.Cache.Now == nil {
-		cfg.Cache.Now = e.now
-	}
-	e.cache = policycache.New[qkey, *dane.Answer](cfg.Cache)
-	e.disc = &dane.Discoverer{Q: cachedQuerier{e}}
 	if e.roots == nil {
 		e.roots, e.rootErr = x509.SystemCertPool()
 	}
 	return e, nil
 }
 
-// Cache exposes the DNS cache, for metrics.
-func (e *Engine) Cache() *policycache.Cache[qkey, *dane.Answer] { return e.cache }
+// DNS returns the cached querier the engine uses, for components that
+// share it (the checker's own lookups, reports).
+func (e *Engine) DNS() *CachedQuerier { return e.cfg.DNS }
 
-// Querier returns the cached querier the engine uses, so that other
-// components (the MTA-STS TXT lookups) share the cache.
-func (e *Engine) Querier() dane.Querier { return cachedQuerier{e} }
-
-type cachedQuerier struct{ e *Engine }
-
-func (c cachedQuerier) Query(ctx context.Context, name string, qtype uint16) (*dane.Answer, error) {
-	key := qkey{strings.ToLower(dns.Fqdn(name)), qtype}
-	return c.e.cache.Get(ctx, key, func(ctx context.Context) (*dane.Answer, time.Duration, error) {
-		start := time.Now()
-		a, err := c.e.cfg.Querier.Query(ctx, key.name, key.qtype)
-		if c.e.cfg.OnQuery != nil {
-			c.e.cfg.OnQuery(key.name, key.qtype, a, err, time.Since(start))
-		}
-		if err != nil {
-			return nil, 0, err
-		}
-		return a, a.TTL, nil
-	})
-}
+// STSEnabled reports whether the engine consults MTA-STS policies.
+func (e *Engine) STSEnabled() bool { return e.cfg.STS != nil }
 
 // Destination holds what one delivery learned about one next-hop domain.
 // It is not safe for concurrent use; create one per delivery and domain.
@@ -135,13 +125,25 @@ type Destination struct {
 	hosts map[string]*hostState
 }
 
+// hostState is what CheckMX learned about one MX host, for CheckConn.
 type hostState struct {
-	host     *dane.Host
-	err      error
-	usable   []dane.Record
-	unusable int
-	checked  *Verdict               // CheckMX's verdict, completed by CheckConn
-	sts      *mtastsfallback.Policy // MTA-STS policy covering this host, when DANE does not govern
+	host    *dane.Host
+	tlsa    dane.TLSAState
+	usable  []dane.Record
+	checked *Verdict               // CheckMX's verdict, completed by CheckConn
+	sts     *mtastsfallback.Policy // MTA-STS policy covering this host, when DANE does not govern
+}
+
+// usesDANE reports whether DNS lookups for DANE are done at this level.
+func (l Level) usesDANE() bool {
+	return l == LevelDANE || l == LevelDANEOnly || l == LevelMTASTS
+}
+
+// usesSTS reports whether the MTA-STS policy of a destination is consulted
+// at this level. dane-only never uses it: the operator asked for DANE and
+// nothing else.
+func (l Level) usesSTS() bool {
+	return l == LevelDANE || l == LevelMTASTS
 }
 
 // Destination starts the evaluation of a next-hop domain: its policy and,
@@ -160,17 +162,19 @@ func (e *Engine) Destination(ctx context.Context, domain string) *Destination {
 		}
 	}
 	if d.PolicyErr == nil && d.Policy.Level.usesDANE() {
+		// RFC 7672 §2.2.1: the MX RRset and its DNSSEC status.
 		d.MX, d.MXErr = e.disc.LookupMX(ctx, domain)
 	}
-	e.lookupSTS(ctx, d)
+	if e.cfg.STS != nil && d.PolicyErr == nil && d.Policy.Level.usesSTS() {
+		// RFC 8461 §3: the MTA-STS policy, cached or fetched.
+		d.STS, d.STSErr = e.cfg.STS.Policy(ctx, d.Domain)
+	}
 	return d
 }
 
 func (e *Engine) base(d *Destination, mx string) *Verdict {
 	v := &Verdict{Domain: d.Domain, MX: strings.ToLower(strings.TrimSuffix(mx, ".")), Level: d.Policy.Level, STS: d.STS}
-	if d.MX != nil {
-		v.MXSecure = d.MX.Secure && d.MX.Has(mx)
-	}
+	v.MXSecure = d.MX.SecureFor(mx)
 	return v
 }
 
@@ -191,7 +195,7 @@ func (e *Engine) CheckMX(ctx context.Context, d *Destination, mx string) *Verdic
 	if d.PolicyErr != nil {
 		// A broken policy source never weakens the policy: wait for it.
 		v.Detail = d.PolicyErr.Error()
-		return defer4(v, ReasonPolicyLookup, codeDNS, "", "Cannot read the TLS policy for this destination, will retry")
+		return deferVerdict(v, ReasonPolicyLookup, codeDNS, "", "Cannot read the TLS policy for this destination, will retry")
 	}
 	lvl := d.Policy.Level
 	if !lvl.usesDANE() {
@@ -202,48 +206,173 @@ func (e *Engine) CheckMX(ctx context.Context, d *Destination, mx string) *Verdic
 		// servers to use, delivery must be delayed.
 		return deferDNS(v, d.MXErr, "MX")
 	}
-	if lvl == LevelDANEOnly && !v.MXSecure {
-		// RFC 7672 §2.2.1: insecure MX RRset and mandatory DANE: delay.
+	mandatory := lvl == LevelDANEOnly
+	if mandatory && !v.MXSecure {
+		// RFC 7672 §2.2.1, §6: insecure MX RRset and mandatory DANE: delay.
 		v.Mechanism = MechDANE
-		return defer4(v, ReasonDANERequired, codePolicy, "dane-required", "DANE is required for this destination but its MX records are not DNSSEC-signed")
+		return deferVerdict(v, ReasonDANERequired, codePolicy, tlsrpt.ResultDANERequired, "DANE is required for this destination but its MX records are not DNSSEC-signed")
 	}
 
+	// RFC 7672 §2.2.2, §2.2.3: address records, then the TLSA RRset.
 	h, err := e.disc.LookupHost(ctx, mx)
 	if err != nil {
 		// RFC 7672 §2.1.2: the server is unreachable; try the next one.
 		if errors.Is(err, dane.ErrNoAddress) {
-			return defer4(v, ReasonNoAddress, codeDNS, "", "MX host %s has no address records", v.MX)
+			return deferVerdict(v, ReasonNoAddress, codeDNS, "", "MX host %s has no address records", v.MX)
 		}
 		return deferDNS(v, err, "TLSA")
 	}
 	hs.host = h
 	v.TLSABase = strings.TrimSuffix(h.BaseDomain, ".")
+	hs.tlsa = dane.TLSANone
 	if h.Status == dane.HasTLSA {
-		hs.usable, hs.unusable = classify(h.TLSA)
+		// RFC 7672 §3.1, RFC 7671 §9: only usable records authenticate.
+		hs.usable, _ = dane.ClassifyRRs(h.TLSA)
+		hs.tlsa = dane.TLSAUnusable
+		if len(hs.usable) != 0 {
+			hs.tlsa = dane.TLSAUsable
+		}
 		v.Mechanism = MechDANE
 		v.TLSARRset = h.TLSA
-		if lvl == LevelDANEOnly && len(hs.usable) == 0 {
-			// Mandatory DANE authenticates with usable records only; a
-			// set of unusable ones gives encryption, not authentication
-			// (RFC 7672 §2.2), which dane-only does not settle for.
-			return defer4(v, ReasonDANERequired, codePolicy, "dane-required", "DANE is required for this destination but MX host %s publishes no usable TLSA records", v.MX)
-		}
-		return e.checkMXSTS(v, d, hs)
 	}
-	if lvl == LevelDANEOnly {
+	if mandatory && !daneCanSucceed(hs.tlsa) {
+		// RFC 7672 §6: mandatory DANE authenticates with usable records
+		// only; refuse the host before connecting when even a perfect
+		// connection could not satisfy dane.Decide. A set of unusable
+		// records gives encryption, not authentication (§2.2).
 		v.Mechanism = MechDANE
-		return defer4(v, ReasonDANERequired, codePolicy, "dane-required", "DANE is required for this destination but MX host %s has no DNSSEC-signed TLSA records", v.MX)
+		what := "has no DNSSEC-signed TLSA records"
+		if hs.tlsa == dane.TLSAUnusable {
+			what = "publishes no usable TLSA records"
+		}
+		return deferVerdict(v, ReasonDANERequired, codePolicy, tlsrpt.ResultDANERequired, "DANE is required for this destination but MX host %s %s", v.MX, what)
 	}
 	return e.checkMXSTS(v, d, hs)
 }
 
+// daneCanSucceed asks dane.Decide about the best connection a server with
+// this TLSA state could offer (TLS, a matching record) under mandatory
+// DANE.
+func daneCanSucceed(s dane.TLSAState) bool {
+	return dane.Decide(dane.Observation{TLSA: s, TLS: true, Match: &dane.Match{}, Mandatory: true}).Verdict.Proceed()
+}
+
+// deferDNS defers a host whose lookups failed (RFC 7672 §2.1.2); a
+// validation failure is reported as dnssec-invalid (RFC 8460 §4.3.2.1).
 func deferDNS(v *Verdict, err error, what string) *Verdict {
 	v.Detail = err.Error()
 	var le *dane.LookupError
 	if errors.As(err, &le) && le.DNSSECFailure() {
-		return defer4(v, ReasonDNSSECBogus, codeDNS, "dnssec-invalid", "DNSSEC validation failed for the %s lookup, will retry", what)
+		return deferVerdict(v, ReasonDNSSECBogus, codeDNS, tlsrpt.ResultDNSSECInvalid, "DNSSEC validation failed for the %s lookup, will retry", what)
 	}
-	return defer4(v, ReasonDNSFailure, codeDNS, "", "DNS %s lookup failed, will retry", what)
+	return deferVerdict(v, ReasonDNSFailure, codeDNS, "", "DNS %s lookup failed, will retry", what)
+}
+
+// daneGoverns reports whether DANE decides for this host: it has usable
+// records in a DNSSEC-validated TLSA RRset (RFC 8461 §2: DANE takes
+// precedence). A secure RRset of unusable records only makes TLS mandatory
+// (RFC 7672 §2.2) and authenticates nothing; an MTA-STS policy covering
+// the host then decides the authentication.
+func (hs *hostState) daneGoverns() bool { return hs.tlsa == dane.TLSAUsable }
+
+// checkMXSTS applies the MTA-STS part of CheckMX (RFC 8461 §4.1, §5) to an
+// MX host whose DANE lookups are done. It returns v, possibly deferred.
+//
+// Precedence, documented in docs/mtasts.md:
+//   - a host with usable records in a secure TLSA RRset is DANE's: a
+//     missing or failed MTA-STS policy changes nothing for it;
+//   - an enforce policy that does not list the host refuses it, except
+//     when the MX RRset is DNSSEC-secure and the host has usable TLSA
+//     records: then the host is authenticated by DNSSEC alone, as
+//     strongly as the policy could, and DANE governs (the verdict's
+//     detail says the policy was overruled). With an insecure MX RRset
+//     the pattern check is the only protection against a forged MX
+//     answer, so it stands even for hosts with TLSA records.
+func (e *Engine) checkMXSTS(v *Verdict, d *Destination, hs *hostState) *Verdict {
+	lvl := d.Policy.Level
+	if !lvl.usesSTS() {
+		return v
+	}
+	p := d.stsPolicy()
+	if p != nil {
+		v.STSPolicyID, v.STSMode = p.ID, string(p.Mode)
+	}
+	daneHost := hs.daneGoverns()
+	if lvl == LevelMTASTS && !daneHost {
+		switch {
+		case e.cfg.STS == nil:
+			return deferVerdict(v, ReasonSTSRequired, codePolicy, "", "MTA-STS is required for %s but MTA-STS support is disabled", d.Domain)
+		case p == nil && d.stsErr() != nil:
+			err := d.stsErr()
+			v.Detail = err.Error()
+			return deferVerdict(v, ReasonSTSFetchFailure, codePolicy, stsResultType(err, tlsrpt.ResultSTSPolicyFetchError),
+				"MTA-STS is required for %s but its policy could not be obtained, will retry", d.Domain)
+		case p == nil || p.Mode != mtastsfallback.ModeEnforce:
+			mode := "no policy"
+			if p != nil {
+				mode = "mode " + string(p.Mode)
+			}
+			v.Detail = "published MTA-STS: " + mode
+			return deferVerdict(v, ReasonSTSRequired, codePolicy, "", "MTA-STS is required for %s but it publishes no policy in enforce mode (%s)", d.Domain, mode)
+		}
+	}
+	if p == nil || p.Mode == mtastsfallback.ModeNone {
+		if err := d.stsErr(); p == nil && err != nil && v.Detail == "" {
+			// Opportunistic delivery goes on; say why MTA-STS did not
+			// apply (the manager logs the failure itself too).
+			v.Detail = err.Error()
+		}
+		return v
+	}
+	err := p.CheckMX(v.MX)
+	switch {
+	case err == nil:
+		hs.sts = p
+		if p.Mode == mtastsfallback.ModeEnforce {
+			v.STSMXMatched = true
+		}
+		if !daneHost {
+			v.Mechanism = MechMTASTS
+		}
+		return v
+	case mtastsfallback.IsReportOnly(err):
+		// Testing mode: go on; CheckConn records the failure.
+		if !daneHost {
+			hs.sts = p
+			v.Mechanism = MechMTASTS
+		}
+		return v
+	case daneHost && v.MXSecure:
+		// The decision above: DNSSEC authenticated this MX host.
+		v.Detail = fmt.Sprintf("%s not listed in the MTA-STS policy (id %s); DANE governs: secure MX RRset and usable TLSA records", v.MX, p.ID)
+		return v
+	}
+	v.Mechanism = MechMTASTS
+	v.Detail = err.Error()
+	// RFC 8461 §4.1, §5: do not use this MX. The failure is temporary
+	// (§5.1: a fresh policy must be checked before any permanent failure),
+	// and maddy tries the next MX.
+	return deferVerdict(v, ReasonSTSMXMismatch, codeMXNotOK, stsResultType(err, tlsrpt.ResultValidationFailure),
+		"MX host %s is not listed in the MTA-STS policy of %s", v.MX, d.Domain)
+}
+
+// stsPolicy returns the policy in force for d, nil if none.
+func (d *Destination) stsPolicy() *mtastsfallback.Policy {
+	if d.STS == nil {
+		return nil
+	}
+	return d.STS.Policy
+}
+
+// stsErr returns what went wrong discovering d's policy, if anything.
+func (d *Destination) stsErr() error {
+	if d.STSErr != nil {
+		return d.STSErr
+	}
+	if d.STS != nil {
+		return d.STS.Err
+	}
+	return nil
 }
 
 // CheckConn decides whether the connection to mx, described by st, may be
@@ -268,8 +397,8 @@ func (e *Engine) CheckConn(ctx context.Context, d *Destination, mx string, st tl
 	if !v.OK() {
 		// CheckMX refused this host: no connection to it can be
 		// acceptable, whatever it offers. (A caller that connects anyway,
-		// like the report bypass in module_tlsrpt.go, gets the refusal
-		// again, never a verdict that lets mail through.)
+		// like the TLS report bypass, gets the refusal again, never a
+		// verdict that lets mail through.)
 		return &v
 	}
 	tlsOn := st.HandshakeComplete
@@ -277,10 +406,10 @@ func (e *Engine) CheckConn(ctx context.Context, d *Destination, mx string, st tl
 	// DANE first: where a secure TLSA RRset exists it governs the
 	// connection, and nothing else can rescue a failing DANE check
 	// (RFC 8461 §2).
-	if hs.host != nil && hs.host.Status == dane.HasTLSA {
-		if len(hs.usable) == 0 && hs.sts != nil && st.HandshakeComplete {
+	if hs.tlsa != dane.TLSANone {
+		if hs.tlsa == dane.TLSAUnusable && hs.sts != nil && tlsOn {
 			// Only unusable TLSA records: TLS was mandatory and is
-			// there; MTA-STS decides the authentication (mtasts.go).
+			// there; MTA-STS decides the authentication.
 			return e.checkConnSTS(&v, hs, st)
 		}
 		return e.checkDANE(&v, d, hs, st)
@@ -295,7 +424,7 @@ func (e *Engine) CheckConn(ctx context.Context, d *Destination, mx string, st tl
 	case LevelEncrypt:
 		v.Mechanism = MechEncrypt
 		if !tlsOn {
-			return defer4(&v, ReasonNoTLS, codeNoTLS, "starttls-not-supported", "TLS is required for this destination but was not available")
+			return deferVerdict(&v, ReasonNoTLS, codeNoTLS, tlsrpt.ResultSTARTTLSNotSupported, "TLS is required for this destination but was not available")
 		}
 		v.Result, v.Reason = Encrypted, ReasonEncryptRequired
 		return &v
@@ -306,10 +435,11 @@ func (e *Engine) CheckConn(ctx context.Context, d *Destination, mx string, st tl
 	}
 
 	// dane / mtasts with no TLSA for this host: MTA-STS where a policy
-	// covers it (mtasts.go).
+	// covers it.
 	if hs.sts != nil {
 		return e.checkConnSTS(&v, hs, st)
 	}
+	// RFC 7672 §2.2: DANE does not apply; opportunistic TLS.
 	v.Mechanism = MechNone
 	v.Reason = ReasonNoTLSA
 	if hs.host != nil && !hs.host.AddrSecure {
@@ -327,54 +457,67 @@ func resultFor(tlsOn bool) Result {
 }
 
 // checkDANE applies RFC 7672 §2.2 and §3 to a server with a secure TLSA
-// RRset.
+// RRset: dane.Decide is the decision table, this function only runs the
+// verification it needs and words the outcome.
 func (e *Engine) checkDANE(v *Verdict, d *Destination, hs *hostState, st tls.ConnectionState) *Verdict {
 	v.Mechanism = MechDANE
-	if !st.HandshakeComplete {
-		// RFC 7672 §2.2: TLSA records are a commitment to STARTTLS; never
-		// fall back to plaintext.
-		return defer4(v, ReasonNoTLS, codeNoTLS, "starttls-not-supported", "MX host %s publishes TLSA records but TLS could not be established", v.MX)
+	o := dane.Observation{TLSA: hs.tlsa, TLS: st.HandshakeComplete, Mandatory: d.Policy.Level == LevelDANEOnly}
+	if o.TLS && o.TLSA == dane.TLSAUsable {
+		// RFC 7672 §3.2.2: the reference identifiers depend on the
+		// security of the MX RRset; dane.ReferenceNames decides.
+		o.Match, o.VerifyErr = dane.Verify(st.PeerCertificates, hs.usable, dane.VerifyOptions{
+			ReferenceNames: dane.ReferenceNames(d.MX, hs.host), Now: e.now(),
+		})
 	}
-	if len(hs.usable) == 0 {
+	dec := dane.Decide(o)
+	switch {
+	case dec.Verdict == dane.Authenticated:
+		r := dec.Match.Record
+		v.TLSA = fmt.Sprintf("%d %d %d", r.Usage, r.Selector, r.MatchingType)
+		v.Result = Authenticated
+		v.Reason = ReasonDANEMatch
+		if !v.MXSecure {
+			// RFC 7672 §2.2.1: never present this as secure delivery to
+			// the next-hop domain.
+			v.Reason = ReasonDANEMatchInsecure
+		}
+		return v
+	case dec.Verdict == dane.EncryptedOnly:
 		// RFC 7672 §2.2: all records unusable: TLS mandatory, no
 		// authentication.
 		v.Result, v.Reason = Encrypted, ReasonDANEUnusable
 		return v
+	case dec.Reason == dane.ReasonTLSRequired:
+		// RFC 7672 §2.2: TLSA records are a commitment to STARTTLS; never
+		// fall back to plaintext.
+		return deferVerdict(v, ReasonNoTLS, codeNoTLS, tlsrpt.ResultSTARTTLSNotSupported, "MX host %s publishes TLSA records but TLS could not be established", v.MX)
+	case dec.Reason == dane.ReasonNoUsableRecords || dec.Reason == dane.ReasonDANERequired:
+		// Mandatory DANE without usable records; CheckMX refuses such
+		// hosts already, so this is only reached by a caller that
+		// connects anyway.
+		return deferVerdict(v, ReasonDANERequired, codePolicy, tlsrpt.ResultDANERequired, "DANE is required for this destination but MX host %s publishes no usable TLSA records", v.MX)
 	}
-	names := dane.ReferenceNames(d.MX, hs.host)
-	if !v.MXSecure {
-		// RFC 7672 §3.2.2: with an insecure MX RRset the next-hop domain
-		// is never a reference identifier (see dane.ReferenceNames).
-		names = dane.ReferenceNames(nil, hs.host)
+	// RFC 7672 §3.2: usable records, and none authenticated the server.
+	err := dec.Err
+	if err == nil {
+		err = errors.New(string(dec.Reason))
 	}
-	match, err := daneVerify(st.PeerCertificates, hs.usable, names, e.now())
-	if err != nil {
-		v.Detail = err.Error()
-		return defer4(v, ReasonDANEMismatch, codeAuth, reportTypeFor(err), "MX host %s failed DANE authentication: %s", v.MX, err.Error())
-	}
-	v.TLSA = match
-	v.Result = Authenticated
-	v.Reason = ReasonDANEMatch
-	if !v.MXSecure {
-		// RFC 7672 §2.2.1: never present this as secure delivery to the
-		// next-hop domain.
-		v.Reason = ReasonDANEMatchInsecure
-	}
-	return v
+	v.Detail = err.Error()
+	return deferVerdict(v, ReasonDANEMismatch, codeAuth, dec.Reason.ResultType(), "MX host %s failed DANE authentication: %s", v.MX, err.Error())
 }
 
 func (e *Engine) checkVerify(v *Verdict, d *Destination, st tls.ConnectionState) *Verdict {
 	v.Mechanism = MechVerify
 	if !st.HandshakeComplete {
-		return defer4(v, ReasonNoTLS, codeNoTLS, "starttls-not-supported", "TLS is required for this destination but was not available")
+		return deferVerdict(v, ReasonNoTLS, codeNoTLS, tlsrpt.ResultSTARTTLSNotSupported, "TLS is required for this destination but was not available")
 	}
 	if e.rootErr != nil {
-		return defer4(v, ReasonVerifyFailed, codeAuth, "certificate-not-trusted", "No trusted root certificates available: %v", e.rootErr)
+		return deferVerdict(v, ReasonVerifyFailed, codeAuth, tlsrpt.ResultCertificateNotTrusted, "No trusted root certificates available: %v", e.rootErr)
 	}
 	err := verifyWebPKI(st.PeerCertificates, e.roots, []string{v.MX, d.Domain}, e.now())
 	if err != nil {
 		v.Detail = err.Error()
-		return defer4(v, ReasonVerifyFailed, codeAuth, webPKIReportType(err), "Certificate of MX host %s is not valid for it: %v", v.MX, err)
+		return deferVerdict(v, ReasonVerifyFailed, codeAuth, webPKIResultType(err), "Certificate of MX host %s is not valid for it: %v", v.MX, err)
 	}
 	v.Result, v.Reason = Authenticated, ReasonVerifyValid
 	return v
@@ -383,7 +526,7 @@ func (e *Engine) checkVerify(v *Verdict, d *Destination, st tls.ConnectionState)
 func checkFingerprint(v *Verdict, d *Destination, st tls.ConnectionState) *Verdict {
 	v.Mechanism = MechFingerprint
 	if !st.HandshakeComplete {
-		return defer4(v, ReasonNoTLS, codeNoTLS, "starttls-not-supported", "TLS is required for this destination but was not available")
+		return deferVerdict(v, ReasonNoTLS, codeNoTLS, tlsrpt.ResultSTARTTLSNotSupported, "TLS is required for this destination but was not available")
 	}
 	if len(st.PeerCertificates) != 0 {
 		leaf := st.PeerCertificates[0]
@@ -395,7 +538,67 @@ func checkFingerprint(v *Verdict, d *Destination, st tls.ConnectionState) *Verdi
 			}
 		}
 	}
-	return defer4(v, ReasonFingerprintMissing, codeAuth, "certificate-not-trusted", "Certificate of MX host %s matches no configured fingerprint", v.MX)
+	return deferVerdict(v, ReasonFingerprintMissing, codeAuth, tlsrpt.ResultCertificateNotTrusted, "Certificate of MX host %s matches no configured fingerprint", v.MX)
+}
+
+// checkConnSTS applies RFC 8461 §4.2 and §5 to a connection with a host
+// that DANE does not govern and that an MTA-STS policy (enforce or
+// testing) covers.
+func (e *Engine) checkConnSTS(v *Verdict, hs *hostState, st tls.ConnectionState) *Verdict {
+	p := hs.sts
+	v.Mechanism = MechMTASTS
+	// §4.2, §7.2: TLS 1.2 or later, a certificate valid under WebPKI for
+	// the MX host name.
+	err := mtastsfallback.CheckConn(p, v.MX, st, e.roots, e.now())
+	if err == nil {
+		v.Result, v.Reason = Authenticated, ReasonSTSValid
+		return v
+	}
+	v.Detail = err.Error()
+	report := stsResultType(err, tlsrpt.ResultValidationFailure)
+	if mtastsfallback.IsReportOnly(err) {
+		// §5 testing mode: deliver, record the failure for TLSRPT.
+		v.Result, v.Reason, v.ReportType = resultFor(st.HandshakeComplete), ReasonSTSTestingFailure, report
+		return v
+	}
+	var se *mtastsfallback.Error
+	errors.As(err, &se)
+	switch {
+	case se != nil && se.Code == mtastsfallback.CodeNoTLS:
+		return deferVerdict(v, ReasonNoTLS, codeNoTLS, report, "The MTA-STS policy of %s requires TLS but MX host %s did not provide it", v.Domain, v.MX)
+	case se != nil && se.Code == mtastsfallback.CodeTLSVersion:
+		return deferVerdict(v, ReasonSTSTLSVersion, codeAuth, report, "The MTA-STS policy of %s requires TLS 1.2 or later; MX host %s negotiated %s", v.Domain, v.MX, v.TLSVersion)
+	case se != nil && se.Code == mtastsfallback.CodeMXNotInPolicy:
+		// Cannot happen after CheckMX, kept for safety.
+		return deferVerdict(v, ReasonSTSMXMismatch, codeMXNotOK, report, "MX host %s is not listed in the MTA-STS policy of %s", v.MX, v.Domain)
+	}
+	return deferVerdict(v, ReasonSTSCertInvalid, codeAuth, report, "The MTA-STS policy of %s requires a valid certificate; MX host %s failed: %s", v.Domain, v.MX, report)
+}
+
+// SMTP replies of refusals. RFC 7672 §2.1.2 and §2.2 make every DANE
+// failure a "try later", and RFC 8461 §5.1 every MTA-STS failure before a
+// policy refresh: all are 451, none bounces mail. The enhanced codes
+// (RFC 3463) say why.
+const replyCode = 451
+
+var (
+	codeDNS     = [3]int{4, 4, 3} // directory server failure: DNS trouble, unreadable policy
+	codeAuth    = [3]int{4, 7, 5} // cryptographic failure: certificate not authenticated
+	codeNoTLS   = [3]int{4, 7, 4} // security features not supported: TLS required, not offered
+	codePolicy  = [3]int{4, 7, 5} // the level demands what this MX cannot give
+	codeMXNotOK = [3]int{4, 7, 4} // MTA-STS: the MX host is not in the policy
+)
+
+// deferVerdict makes v a refusal with its reason, SMTP reply and RFC 8460
+// result type ("" for failures that are not reported, RFC 8460 §4.3.4).
+func deferVerdict(v *Verdict, reason Reason, code [3]int, report, msg string, args ...any) *Verdict {
+	v.Result = Deferred
+	v.Reason = reason
+	v.Code = replyCode
+	v.EnhancedCode = code
+	v.ReportType = report
+	v.Message = fmt.Sprintf(msg, args...)
+	return v
 }
 
 // verifyWebPKI checks a presented chain against roots for any of names.
@@ -426,21 +629,24 @@ func verifyWebPKI(chain []*x509.Certificate, roots *x509.CertPool, names []strin
 	return firstErr
 }
 
-// webPKIReportType maps an x509 error to an RFC 8460 §4.3 result type.
-func webPKIReportType(err error) string {
+// webPKIResultType maps an x509 error to an RFC 8460 §4.3 result type.
+func webPKIResultType(err error) string {
 	var hn x509.HostnameError
 	var inv x509.CertificateInvalidError
 	switch {
 	case errors.As(err, &hn):
-		return "certificate-host-mismatch"
+		return tlsrpt.ResultCertificateHostMismatch
 	case errors.As(err, &inv) && inv.Reason == x509.Expired:
-		return "certificate-expired"
+		return tlsrpt.ResultCertificateExpired
 	default:
-		return "certificate-not-trusted"
+		return tlsrpt.ResultCertificateNotTrusted
 	}
 }
 
-// String renders a verdict for debugging.
-func (v *Verdict) String() string {
-	return fmt.Sprintf("%s via %s: %s (%s)", v.Result, v.Mechanism, v.Reason, v.Detail)
+// stsResultType returns the RFC 8460 result type of an MTA-STS error.
+func stsResultType(err error, def string) string {
+	if r := mtastsfallback.ReasonOf(err); r != "" {
+		return string(r)
+	}
+	return def
 }

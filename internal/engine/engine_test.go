@@ -82,7 +82,7 @@ func (b *bed) engine(cc policycache.Config) *engine.Engine {
 		b.t.Fatal(err)
 	}
 	cc.Now = b.clk.Now
-	e, err := engine.New(engine.Config{Querier: r, Cache: cc, Now: b.clk.Now})
+	e, err := engine.New(engine.Config{DNS: engine.NewCachedQuerier(r, cc, nil), Now: b.clk.Now})
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func TestConcurrentColdCache(t *testing.T) {
 			t.Fatalf("authoritative server saw %d queries for %s, want 1", c, x)
 		}
 	}
-	s := e.Cache().Stats()
+	s := e.DNS().Cache().Stats()
 	if s.Fetches != uint64(len(qs)) || s.Hits+s.Misses != 3*n {
 		t.Fatalf("cache stats %+v: want %d fetches and %d lookups", s, len(qs), 3*n)
 	}
@@ -404,7 +404,7 @@ func TestFailureCaching(t *testing.T) {
 	at += 3600 * time.Second
 	deferred(at)
 	n++
-	if s := e.Cache().Stats(); s.FailuresCached == 0 {
+	if s := e.DNS().Cache().Stats(); s.FailuresCached == 0 {
 		t.Fatalf("no failure cached: %+v", s)
 	}
 	deferred(at + time.Second - time.Nanosecond)
@@ -434,7 +434,7 @@ func TestRefreshAhead(t *testing.T) {
 	settled := func() policycache.Stats {
 		t.Helper()
 		for {
-			s := e.Cache().Stats()
+			s := e.DNS().Cache().Stats()
 			if s.InFlight == 0 {
 				return s
 			}
@@ -460,7 +460,7 @@ func TestRefreshAhead(t *testing.T) {
 	run(300 * time.Second)
 	run(540*time.Second - time.Nanosecond)
 	b.expectCounts("at the old expiry and after", qs, 2, 2, 2)
-	if s := e.Cache().Stats(); s.Misses != 3 {
+	if s := e.DNS().Cache().Stats(); s.Misses != 3 {
 		t.Fatalf("%d misses, want only the 3 cold ones: %+v", s.Misses, s)
 	}
 }

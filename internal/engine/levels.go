@@ -60,11 +60,6 @@ func ParseLevel(s string) (Level, error) {
 	return "", fmt.Errorf("unknown security level %q (valid: %s)", s, strings.Join(names, ", "))
 }
 
-// usesDANE reports whether DNS lookups for DANE are done at this level.
-func (l Level) usesDANE() bool {
-	return l == LevelDANE || l == LevelDANEOnly || l == LevelMTASTS
-}
-
 // Fingerprint pins a server certificate (Cert) or its public key (SPKI) by
 // digest, for LevelFingerprint.
 type Fingerprint struct {

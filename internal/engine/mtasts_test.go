@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"crypto/tls"
+	policycache "github.com/maddy-dane/daneguard/policy_cache"
 	"net/http"
 	"strings"
 	"sync"
@@ -92,10 +93,21 @@ func (w *stsWorld) start() {
 	if err != nil {
 		w.t.Fatal(err)
 	}
+	q := NewCachedQuerier(res, policycache.Config{Now: w.clock.Now}, nil)
+	w.mgr, err = mtastsfallback.NewManager(mtastsfallback.Config{
+		LookupTXT: q.LookupTXT,
+		Fetcher:   &mtastsfallback.Fetcher{RootCAs: w.ca.Pool(), Timeout: 10 * time.Second},
+		Now:       w.clock.Now,
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { w.mgr.Close() })
 	w.eng, err = New(Config{
-		Querier: res,
-		Roots:   w.ca.Pool(),
-		Now:     w.clock.Now,
+		DNS:   q,
+		STS:   w.mgr,
+		Roots: w.ca.Pool(),
+		Now:   w.clock.Now,
 		Policies: func(_ context.Context, d string) (DomainPolicy, bool, error) {
 			l, ok := w.levels[d]
 			return DomainPolicy{Level: l, Source: "test"}, ok, nil
@@ -104,16 +116,6 @@ func (w *stsWorld) start() {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	w.mgr, err = mtastsfallback.NewManager(mtastsfallback.Config{
-		LookupTXT: w.eng.LookupTXT,
-		Fetcher:   &mtastsfallback.Fetcher{RootCAs: w.ca.Pool(), Timeout: 10 * time.Second},
-		Now:       w.clock.Now,
-	})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	w.t.Cleanup(func() { w.mgr.Close() })
-	w.eng.SetSTS(w.mgr)
 }
 
 // tlsState connects to srv as an opportunistic SMTP client would (STARTTLS
@@ -369,7 +371,7 @@ func TestMTASTSEngine(t *testing.T) {
 		// An engine without the MTA-STS component: level dane is plain
 		// opportunistic DANE, level mtasts cannot be satisfied.
 		before := sMatch.Fetches()
-		e2, err := New(Config{Querier: w.eng.cfg.Querier, Roots: w.ca.Pool(), Now: w.clock.Now,
+		e2, err := New(Config{DNS: w.eng.cfg.DNS, Roots: w.ca.Pool(), Now: w.clock.Now,
 			Policies: func(_ context.Context, d string) (DomainPolicy, bool, error) {
 				return DomainPolicy{Level: LevelMTASTS}, d == "mismatch.example", nil
 			}})

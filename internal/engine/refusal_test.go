@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	policycache "github.com/maddy-dane/daneguard/policy_cache"
 	"testing"
 
 	"github.com/maddy-dane/daneguard/dane"
@@ -27,7 +28,7 @@ func TestCheckConnKeepsCheckMXRefusal(t *testing.T) {
 	broken := func(context.Context, string) (engine.DomainPolicy, bool, error) {
 		return engine.DomainPolicy{}, false, errors.New(`policy_table lookup of "d.example": connection refused`)
 	}
-	eng, err := engine.New(engine.Config{Querier: res, Policies: broken})
+	eng, err := engine.New(engine.Config{DNS: engine.NewCachedQuerier(res, policycache.Config{}, nil), Policies: broken})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package engine
 import (
 	"crypto/tls"
 	"fmt"
+	"strings"
 
 	mtastsfallback "github.com/maddy-dane/daneguard/mtasts_fallback"
 	"github.com/miekg/dns"
@@ -40,7 +41,6 @@ const (
 	ReasonSTSTestingFailure  Reason = "mtasts-testing-failure" // policy in testing mode failed; delivered anyway
 	ReasonVerifyValid        Reason = "webpki-valid"           // level verify satisfied
 	ReasonFingerprintMatch   Reason = "fingerprint-match"      // level fingerprint satisfied
-	ReasonOpportunistic      Reason = "opportunistic"          // nothing required; whatever TLS there was
 	ReasonPolicyNone         Reason = "policy-none"            // the domain's level is none or may
 	ReasonEncryptRequired    Reason = "encrypt-satisfied"      // level encrypt satisfied
 	ReasonNoTLS              Reason = "starttls-not-supported"
@@ -112,40 +112,17 @@ type Verdict struct {
 // OK reports whether delivery may proceed.
 func (v *Verdict) OK() bool { return v.Result != Deferred }
 
-// SMTP reply codes. RFC 7672 §2.1.2 and §2.2 make every DANE failure a
-// "try later": all deferrals are 4xx, none bounces mail.
-var (
-	codeDNS     = [3]int{4, 4, 3} // directory server failure: DNS trouble
-	codeAuth    = [3]int{4, 7, 5} // cryptographic failure: certificate not authenticated
-	codeNoTLS   = [3]int{4, 7, 4} // security features not supported: TLS required, not offered
-	codePolicy  = [3]int{4, 7, 5} // policy demands what this MX cannot give
-	codeMXNotOK = [3]int{4, 7, 4}
-)
-
-func defer4(v *Verdict, reason Reason, code [3]int, report, msg string, args ...any) *Verdict {
-	v.Result = Deferred
-	v.Reason = reason
-	v.Code = 451
-	v.EnhancedCode = code
-	v.ReportType = report
-	v.Message = fmt.Sprintf(msg, args...)
-	return v
+// String renders a verdict for debugging.
+func (v *Verdict) String() string {
+	return fmt.Sprintf("%s via %s: %s (%s)", v.Result, v.Mechanism, v.Reason, v.Detail)
 }
 
-// tlsVersionName renders a TLS version for logs.
+// tlsVersionName renders a TLS version for the tls_version log field:
+// crypto/tls's name without its space ("TLS1.2", "TLS1.3", as
+// docs/logging.md documents), "none" without TLS.
 func tlsVersionName(st tls.ConnectionState) string {
 	if !st.HandshakeComplete {
 		return "none"
 	}
-	switch st.Version {
-	case tls.VersionTLS10:
-		return "TLS1.0"
-	case tls.VersionTLS11:
-		return "TLS1.1"
-	case tls.VersionTLS12:
-		return "TLS1.2"
-	case tls.VersionTLS13:
-		return "TLS1.3"
-	}
-	return fmt.Sprintf("0x%04x", st.Version)
+	return strings.ReplaceAll(tls.VersionName(st.Version), " ", "")
 }

@@ -1,22 +1,21 @@
-package daneguard
+package service
 
 import (
 	"context"
 	"testing"
 
-	"github.com/foxcpp/maddy/framework/config"
 	"github.com/maddy-dane/daneguard/internal/engine"
 )
 
 // TestInlinePolicyIDN: policy entries may be written with U-labels or
 // A-labels; both match the A-label form the engine looks up.
 func TestInlinePolicyIDN(t *testing.T) {
-	p := &Policy{inline: map[string]engine.DomainPolicy{}}
+	s := DefaultSettings()
 	for _, args := range [][]string{
 		{"bücher.example", "dane-only"},
 		{".XN--E1AFMKFD.example.", "encrypt"},
 	} {
-		if err := p.addInlinePolicy(config.Node{Name: "policy", Args: args}); err != nil {
+		if err := addPolicy(&s, args); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -26,7 +25,7 @@ func TestInlinePolicyIDN(t *testing.T) {
 		"mx.пример.example":       engine.LevelEncrypt,
 		"mx.xn--e1afmkfd.example": engine.LevelEncrypt,
 	} {
-		pol, ok, err := p.lookupPolicy(context.Background(), engine.CanonicalDomain(domain))
+		pol, ok, err := lookupPolicy(context.Background(), s.Policies, nil, engine.CanonicalDomain(domain))
 		if err != nil || !ok || pol.Level != want {
 			t.Errorf("%s: policy %v (found %v, %v), want %s", domain, pol.Level, ok, err, want)
 		}

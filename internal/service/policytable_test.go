@@ -1,8 +1,9 @@
-package daneguard
+package service
 
 import (
 	"context"
 	"errors"
+	policycache "github.com/maddy-dane/daneguard/policy_cache"
 	"strings"
 	"testing"
 	"time"
@@ -41,9 +42,12 @@ func TestPolicyTableLookupIsBounded(t *testing.T) {
 	t.Cleanup(func() { policyTableTimeout = old })
 
 	tbl := &hangingTable{}
-	p := &Policy{inline: map[string]engine.DomainPolicy{}, table: tbl}
+	inline := map[string]engine.DomainPolicy{}
+	lookup := func(ctx context.Context, domain string) (engine.DomainPolicy, bool, error) {
+		return lookupPolicy(ctx, inline, tbl.Lookup, domain)
+	}
 	// The caller's context, as maddy's, has no deadline.
-	_, ok, err := p.lookupPolicy(context.Background(), "stalled.example")
+	_, ok, err := lookup(context.Background(), "stalled.example")
 	if ok || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("lookup: ok=%v err=%v, want a deadline error", ok, err)
 	}
@@ -54,7 +58,7 @@ func TestPolicyTableLookupIsBounded(t *testing.T) {
 		t.Fatalf("table asked %d times, want 1 (the first key fails the lookup)", tbl.calls)
 	}
 
-	eng, err := engine.New(engine.Config{Querier: noQuerier{t}, Policies: p.lookupPolicy})
+	eng, err := engine.New(engine.Config{DNS: engine.NewCachedQuerier(noQuerier{t}, policycache.Config{}, nil), Policies: lookup})
 	if err != nil {
 		t.Fatal(err)
 	}

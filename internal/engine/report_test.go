@@ -1,29 +1,26 @@
-package daneguard
+package engine
 
 import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	policycache "github.com/maddy-dane/daneguard/policy_cache"
 	"github.com/miekg/dns"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/foxcpp/maddy/framework/log"
 	"github.com/maddy-dane/daneguard/dane"
-	"github.com/maddy-dane/daneguard/internal/engine"
 	"github.com/maddy-dane/daneguard/internal/testbed/pki"
 	"github.com/maddy-dane/daneguard/tlsrpt"
 )
 
 // TestTLSRPTRecordMapping: how each kind of verdict is recorded (the
-// table in docs/tlsrpt.md). Without an engine the TLSA strings and the
-// receiving IP stay empty; the end-to-end test covers them.
+// table in docs/tlsrpt.md). The receiving IP is added by the caller; the
+// end-to-end test covers it.
 func TestTLSRPTRecordMapping(t *testing.T) {
-	p := &Policy{log: log.Logger{Name: "test"}}
 	type want struct {
 		ok       bool
 		typ      tlsrpt.PolicyType
@@ -35,37 +32,37 @@ func TestTLSRPTRecordMapping(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		v    engine.Verdict
+		v    Verdict
 		w    want
 	}{
-		{"dane-match", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Authenticated, Reason: engine.ReasonDANEMatch, Mechanism: engine.MechDANE, TLSABase: "mx.d.example",
+		{"dane-match", Verdict{Domain: "d.example", MX: "mx.d.example", Result: Authenticated, Reason: ReasonDANEMatch, Mechanism: MechDANE, TLSABase: "mx.d.example",
 			TLSARRset: []*dns.TLSA{{Usage: 3, Selector: 1, MatchingType: 1, Certificate: "0a1b"}, {Usage: 2, Selector: 0, MatchingType: 2, Certificate: "ff"}}},
 			want{recorded: true, typ: tlsrpt.PolicyTLSA, polDom: "mx.d.example", success: true, polStrs: []string{"3 1 1 0A1B", "2 0 2 FF"}}},
-		{"opportunistic", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Encrypted, Reason: engine.ReasonNoTLSA, Mechanism: engine.MechNone},
+		{"opportunistic", Verdict{Domain: "d.example", MX: "mx.d.example", Result: Encrypted, Reason: ReasonNoTLSA, Mechanism: MechNone},
 			want{recorded: true, typ: tlsrpt.PolicyNotFound, polDom: "d.example", success: true}},
-		{"plaintext", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Plaintext, Reason: engine.ReasonInsecureMX, Mechanism: engine.MechNone},
+		{"plaintext", Verdict{Domain: "d.example", MX: "mx.d.example", Result: Plaintext, Reason: ReasonInsecureMX, Mechanism: MechNone},
 			want{recorded: true, typ: tlsrpt.PolicyNotFound, polDom: "d.example", result: "starttls-not-supported"}},
-		{"tlsa-unusable", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Encrypted, Reason: engine.ReasonDANEUnusable, Mechanism: engine.MechDANE, TLSABase: "mx.d.example"},
+		{"tlsa-unusable", Verdict{Domain: "d.example", MX: "mx.d.example", Result: Encrypted, Reason: ReasonDANEUnusable, Mechanism: MechDANE, TLSABase: "mx.d.example"},
 			want{recorded: true, typ: tlsrpt.PolicyTLSA, polDom: "mx.d.example", result: "tlsa-invalid"}},
-		{"dane-mismatch", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Deferred, Reason: engine.ReasonDANEMismatch, Mechanism: engine.MechDANE, TLSABase: "mx.d.example", ReportType: "certificate-not-trusted"},
+		{"dane-mismatch", Verdict{Domain: "d.example", MX: "mx.d.example", Result: Deferred, Reason: ReasonDANEMismatch, Mechanism: MechDANE, TLSABase: "mx.d.example", ReportType: "certificate-not-trusted"},
 			want{recorded: true, typ: tlsrpt.PolicyTLSA, polDom: "mx.d.example", result: "certificate-not-trusted"}},
-		{"dns-failure-not-reported", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Deferred, Reason: engine.ReasonDNSFailure},
+		{"dns-failure-not-reported", Verdict{Domain: "d.example", MX: "mx.d.example", Result: Deferred, Reason: ReasonDNSFailure},
 			want{recorded: false}},
-		{"dane-required", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Deferred, Reason: engine.ReasonDANERequired, ReportType: "dane-required"},
+		{"dane-required", Verdict{Domain: "d.example", MX: "mx.d.example", Result: Deferred, Reason: ReasonDANERequired, ReportType: "dane-required"},
 			want{recorded: true, typ: tlsrpt.PolicyTLSA, polDom: "mx.d.example", result: "dane-required"}},
-		{"dnssec-invalid-mx", engine.Verdict{Domain: "d.example", Result: engine.Deferred, Reason: engine.ReasonDNSSECBogus, ReportType: "dnssec-invalid"},
+		{"dnssec-invalid-mx", Verdict{Domain: "d.example", Result: Deferred, Reason: ReasonDNSSECBogus, ReportType: "dnssec-invalid"},
 			want{recorded: true, typ: tlsrpt.PolicyTLSA, polDom: "d.example", result: "dnssec-invalid"}},
-		{"sts-valid", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Authenticated, Reason: engine.ReasonSTSValid, Mechanism: engine.MechMTASTS, STSPolicyID: "x", STSMode: "enforce"},
+		{"sts-valid", Verdict{Domain: "d.example", MX: "mx.d.example", Result: Authenticated, Reason: ReasonSTSValid, Mechanism: MechMTASTS, STSPolicyID: "x", STSMode: "enforce"},
 			want{recorded: true, typ: tlsrpt.PolicySTS, polDom: "d.example", success: true, polStrs: []string{"version: STSv1", "mode: enforce"}}},
-		{"sts-testing-failure", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Plaintext, Reason: engine.ReasonSTSTestingFailure, STSPolicyID: "x", STSMode: "testing", ReportType: "starttls-not-supported"},
+		{"sts-testing-failure", Verdict{Domain: "d.example", MX: "mx.d.example", Result: Plaintext, Reason: ReasonSTSTestingFailure, STSPolicyID: "x", STSMode: "testing", ReportType: "starttls-not-supported"},
 			want{recorded: true, typ: tlsrpt.PolicySTS, polDom: "d.example", result: "starttls-not-supported", polStrs: []string{"version: STSv1", "mode: testing"}}},
-		{"sts-mismatch", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Deferred, Reason: engine.ReasonSTSMXMismatch, STSPolicyID: "x", STSMode: "enforce", ReportType: "validation-failure"},
+		{"sts-mismatch", Verdict{Domain: "d.example", MX: "mx.d.example", Result: Deferred, Reason: ReasonSTSMXMismatch, STSPolicyID: "x", STSMode: "enforce", ReportType: "validation-failure"},
 			want{recorded: true, typ: tlsrpt.PolicySTS, polDom: "d.example", result: "validation-failure", polStrs: []string{"version: STSv1", "mode: enforce"}}},
-		{"sts-fetch-error", engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Deferred, Reason: engine.ReasonSTSFetchFailure, ReportType: "sts-policy-fetch-error"},
+		{"sts-fetch-error", Verdict{Domain: "d.example", MX: "mx.d.example", Result: Deferred, Reason: ReasonSTSFetchFailure, ReportType: "sts-policy-fetch-error"},
 			want{recorded: true, typ: tlsrpt.PolicySTS, polDom: "d.example", result: "sts-policy-fetch-error"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec, ok := p.tlsrptRecord(context.Background(), &tc.v)
+			rec, ok := ReportRecord(&tc.v)
 			if ok != tc.w.recorded {
 				t.Fatalf("recorded=%v, want %v (%+v)", ok, tc.w.recorded, rec)
 			}
@@ -83,33 +80,6 @@ func TestTLSRPTRecordMapping(t *testing.T) {
 	}
 }
 
-// TestTLSRPTSkipsReportDeliveries: sessions of report emails are never
-// recorded, and only they bypass a deferral.
-func TestTLSRPTSkipsReportDeliveries(t *testing.T) {
-	st, err := tlsrpt.OpenStore(filepath.Join(t.TempDir(), "tlsrpt.db"), tlsrpt.StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &Policy{log: log.Logger{Name: "test"}, rpt: &reporter{store: st}}
-	v := &engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Deferred, Reason: engine.ReasonDANEMismatch, Mechanism: engine.MechDANE, ReportType: "certificate-not-trusted"}
-	p.recordTLSRPT(ReportMsgIDPrefix+"0123", v)
-	p.recordTLSRPT("ordinary-1", v)
-	list, err := st.List()
-	if err != nil || len(list) != 1 || list[0].Failures != 1 {
-		t.Fatalf("store: %+v %v, want exactly the ordinary session", list, err)
-	}
-	if !p.reportBypass(ReportMsgIDPrefix+"0123", v) {
-		t.Fatal("a report delivery was held back by a DANE failure (RFC 8460 §5.3)")
-	}
-	if p.reportBypass("ordinary-1", v) {
-		t.Fatal("an ordinary message bypassed a DANE failure")
-	}
-	ok := &engine.Verdict{Domain: "d.example", Result: engine.Authenticated}
-	if p.reportBypass(ReportMsgIDPrefix+"0123", ok) {
-		t.Fatal("bypass reported for a verdict that passed")
-	}
-}
-
 // TestTLSRPTFailureReasonIsStable: sessions that fail on the same expired
 // certificate at different times are one aggregate. crypto/x509 writes the
 // verification time into its error, which used to make every such session
@@ -120,14 +90,13 @@ func TestTLSRPTFailureReasonIsStable(t *testing.T) {
 	leaf := ca.Leaf(t, pki.LeafOptions{DNSNames: []string{"mx.d.example"}, NotBefore: expiry.AddDate(0, -3, 0), NotAfter: expiry})
 	st := tls.ConnectionState{HandshakeComplete: true, Version: tls.VersionTLS13, PeerCertificates: []*x509.Certificate{leaf.Cert}}
 
-	verify := func(context.Context, string) (engine.DomainPolicy, bool, error) {
-		return engine.DomainPolicy{Level: engine.LevelVerify}, true, nil
+	verify := func(context.Context, string) (DomainPolicy, bool, error) {
+		return DomainPolicy{Level: LevelVerify}, true, nil
 	}
-	p := &Policy{log: log.Logger{Name: "test"}}
 	var reasons, details []string
 	for _, now := range []time.Time{expiry.Add(time.Hour), expiry.Add(49 * time.Hour)} {
 		now := now
-		eng, err := engine.New(engine.Config{Querier: failQuerier{}, Policies: verify, Roots: ca.Pool(), Now: func() time.Time { return now }})
+		eng, err := New(Config{DNS: NewCachedQuerier(failQuerier{}, policycache.Config{}, nil), Policies: verify, Roots: ca.Pool(), Now: func() time.Time { return now }})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,7 +108,7 @@ func TestTLSRPTFailureReasonIsStable(t *testing.T) {
 		if v.OK() || v.ReportType != "certificate-expired" {
 			t.Fatalf("verdict %s (%s), want a certificate-expired deferral", v, v.ReportType)
 		}
-		rec, ok := p.tlsrptRecord(context.Background(), v)
+		rec, ok := ReportRecord(v)
 		if !ok || rec.Success {
 			t.Fatalf("not recorded as a failure: %+v", rec)
 		}
