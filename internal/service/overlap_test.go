@@ -100,3 +100,16 @@ func TestReloadOverlap(t *testing.T) {
 		t.Fatalf("%d senders left for a store nobody uses", left)
 	}
 }
+
+// TestNewFailsCleanly: a setting that only New can check (a resolver
+// address) is an error, not a panic, and leaves nothing registered.
+func TestNewFailsCleanly(t *testing.T) {
+	s := DefaultSettings()
+	s.Resolvers = []string{"not:an:address:53"}
+	if _, err := New(s, Deps{Log: newTestLog(), NoRun: true, Instance: "bad-resolver"}); err == nil {
+		t.Fatal("New accepted an invalid resolver address")
+	}
+	if cacheCollector("dns:bad-resolver", 0) != nil {
+		t.Fatal("a failed New left its cache collector registered")
+	}
+}

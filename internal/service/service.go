@@ -102,10 +102,13 @@ func New(s Settings, d Deps) (svc *Service, err error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
-	svc = &Service{settings: s, deps: d, log: d.Log}
+	// The error returns below set svc to nil; the undo needs its own
+	// reference.
+	built := &Service{settings: s, deps: d, log: d.Log}
+	svc = built
 	defer func() {
 		if err != nil {
-			svc.release()
+			built.release()
 			svc = nil
 		}
 	}()
