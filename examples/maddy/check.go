@@ -1,177 +1,27 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
-	"time"
 
 	"github.com/foxcpp/maddy"
 	"github.com/foxcpp/maddy/framework/config"
 	"github.com/foxcpp/maddy/framework/hooks"
 	"github.com/foxcpp/maddy/framework/module"
 	"github.com/maddy-dane/daneguard"
-	"github.com/maddy-dane/daneguard/internal/checker"
-	"github.com/maddy-dane/daneguard/internal/engine"
-	"github.com/maddy-dane/daneguard/internal/service"
-	"github.com/urfave/cli/v2"
+	"github.com/maddy-dane/daneguard/internal/subcmd"
 )
 
-func init() { extraCommands = append(extraCommands, checkCommand()) }
+// `maddy check` (internal/subcmd) with maddy 0.8's configuration reading.
+func init() { extraCommands = append(extraCommands, subcmd.Check(loadDaneBlock)) }
 
-// checkCommand is `maddy check`: docs/checker.md is its manual. The work
-// is done by internal/checker with the policy engine; this is only the
-// command line.
-func checkCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "check",
-		Usage:     "Show what the daneguard policy sees and decides for a destination domain",
-		ArgsUsage: "DOMAIN",
-		Description: `Looks up the domain's MX hosts, their DNSSEC status, addresses, TLSA records
-and MTA-STS policy, and runs the daneguard engine on them. With --connect it
-also connects to port 25 of each MX host, does STARTTLS like maddy and prints
-the verdict a delivery would get.
-
-Exit status: 0 authenticated (without --connect: some MX host passes the
-pre-connection checks), 1 delivered encrypted or in plaintext without
-authentication, 2 deferred, 3 usage or configuration error.`,
-		Flags: []cli.Flag{
-			&cli.PathFlag{Name: "config", Usage: "read the dane { } block (resolver, default_level, policy, policy_table, roots) from this maddy.conf"},
-			&cli.BoolFlag{Name: "connect", Usage: "connect to each MX host on port 25 and report the verdict"},
-			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON (schema " + checker.Schema + ")"},
-			&cli.StringFlag{Name: "level", Usage: "check as if the domain's policy were LEVEL (e.g. dane-only, or \"fingerprint sha256:HEX\")"},
-			&cli.StringSliceFlag{Name: "resolver", Usage: "validating DNS resolver ADDR[:PORT] (repeatable); default: the config's, else /etc/resolv.conf"},
-			&cli.BoolFlag{Name: "trust-remote-resolver", Usage: "trust DNSSEC status from resolvers not on loopback"},
-			&cli.PathFlag{Name: "roots", Usage: "PEM file of trusted roots for the verify level and MTA-STS (default: the config's, else the system's)"},
-			&cli.BoolFlag{Name: "no-mtasts", Usage: "do not look up the MTA-STS policy"},
-			&cli.StringFlag{Name: "helo", Value: "localhost", Usage: "EHLO name used with --connect (default with --config: the configuration's hostname)"},
-			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "time limit for each SMTP connection"},
-		},
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return cli.Exit("usage error: "+err.Error(), checker.ExitUsage)
-		},
-		Action: runCheck,
-	}
-}
-
-func usageErr(format string, args ...any) error {
-	return cli.Exit("maddy check: "+fmt.Sprintf(format, args...), checker.ExitUsage)
-}
-
-func runCheck(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return usageErr("want exactly one DOMAIN argument (see maddy check --help)")
-	}
-	domain := c.Args().First()
-
-	helo := c.String("helo")
-	rootsPath := c.Path("roots")
-	if rootsPath != "" {
-		// Before loadDaneConfig enters the state directory.
-		if abs, err := filepath.Abs(rootsPath); err == nil {
-			rootsPath = abs
-		}
-	}
-	// The checker builds its service with the module's own constructor:
-	// the configuration's settings (or the defaults), changed by the
-	// command line. It runs with NoRun: MTA-STS policies are looked up
-	// afresh and kept in memory, nothing of the server's state is touched.
-	settings := service.DefaultSettings()
-	var deps service.Deps
-	cleanup := func() {}
-	// --config after "check", or maddy's global --config / MADDY_CONFIG.
-	configPath := ""
-	for _, ctx := range c.Lineage() {
-		if ctx.IsSet("config") {
-			configPath = ctx.Path("config")
-			break
-		}
-	}
-	if configPath != "" {
-		inst, hostname, done, err := loadDaneConfig(configPath)
-		if err != nil {
-			return usageErr("configuration: %v", err)
-		}
-		cleanup = done
-		if !c.IsSet("helo") && hostname != "" {
-			helo = hostname
-		}
-		settings = inst.Settings()
-		deps.PolicyTable = inst.PolicyTable()
-	}
-	defer cleanup()
-	settings.Debug = false
-	settings.TLSRPT = nil // the checker records nothing
-	if servers := c.StringSlice("resolver"); len(servers) != 0 {
-		settings.Resolvers = servers
-	}
-	if c.Bool("trust-remote-resolver") {
-		settings.TrustRemoteResolver = true
-	}
-	if path := rootsPath; path != "" {
-		pool, err := service.ReadRootsPEM(path)
-		if err != nil {
-			return usageErr("roots: %v", err)
-		}
-		settings.RootsPath, settings.Roots = path, pool
-	}
-	if spec := c.String("level"); spec != "" {
-		pol, err := engine.ParsePolicySpec(spec)
-		if err != nil {
-			return usageErr("--level: %v", err)
-		}
-		pol.Source = "command-line"
-		deps.Policy = func(context.Context, string) (engine.DomainPolicy, bool, error) { return pol, true, nil }
-	}
-	// MTA-STS: on unless --no-mtasts or the configuration turns it off
-	// (`mtasts off`).
-	if c.Bool("no-mtasts") {
-		settings.MTASTS = false
-	}
-	deps.Log, deps.NoRun, deps.Instance = quietLog{}, true, "check"
-	svc, err := service.New(settings, deps)
+func loadDaneBlock(path string) (subcmd.DaneBlock, error) {
+	inst, hostname, done, err := loadDaneConfig(path)
 	if err != nil {
-		return usageErr("%v", err)
+		return subcmd.DaneBlock{}, err
 	}
-	defer svc.Close()
-	resolvers := svc.Resolvers()
-	if bad := svc.UntrustedResolvers(); len(bad) != 0 && (configPath == "" || c.IsSet("resolver") || c.IsSet("trust-remote-resolver")) {
-		// (A configuration's own resolvers are warned about by its dane
-		// block, in maddy's log.)
-		fmt.Fprintf(os.Stderr, "warning: resolvers not on loopback are not trusted for DNSSEC (%s); DANE will not apply\n", strings.Join(bad, ", "))
-	}
-	eng := svc.Engine()
-	sts := settings.MTASTS
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	rep, err := checker.Run(ctx, checker.Options{
-		Engine:    eng,
-		Connect:   c.Bool("connect"),
-		HeloName:  helo,
-		Timeout:   c.Duration("timeout"),
-		MTASTS:    sts,
-		Roots:     settings.Roots,
-		Resolvers: resolvers,
-	}, domain)
-	if err != nil {
-		return usageErr("%v", err)
-	}
-	if c.Bool("json") {
-		err = rep.WriteJSON(os.Stdout)
-	} else {
-		err = rep.WriteText(os.Stdout)
-	}
-	if err != nil {
-		return cli.Exit(err.Error(), checker.ExitUsage)
-	}
-	if rep.ExitCode != 0 {
-		return cli.Exit("", rep.ExitCode)
-	}
-	return nil
+	return subcmd.DaneBlock{Settings: inst.Settings(), PolicyTable: inst.PolicyTable(), Hostname: hostname, Done: done}, nil
 }
 
 // loadDaneConfig initializes the configuration like `maddy run` would,
@@ -218,12 +68,3 @@ func loadDaneConfig(path string) (*daneguard.Policy, string, func(), error) {
 	hostname, _ := globals["hostname"].(string)
 	return insts[0], hostname, done, nil
 }
-
-// quietLog is the checker service's log: the report says everything.
-type quietLog struct{}
-
-func (quietLog) Msg(string, ...any)           {}
-func (quietLog) Error(string, error, ...any)  {}
-func (quietLog) DebugMsg(string, ...any)      {}
-func (quietLog) Debug() bool                  { return false }
-func (l quietLog) With(...any) service.Logger { return l }

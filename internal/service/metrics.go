@@ -1,6 +1,7 @@
 package service
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -41,12 +42,19 @@ var (
 
 	registerOnce sync.Once
 	cacheMu      sync.Mutex
-	cacheColls   = map[string]bool{}
+	// cacheColls holds, per collector name, the DNS caches of the live
+	// services of that name in the order they were built. Only the first
+	// is registered (two collectors of one name would clash); when it is
+	// released the next one takes its place. Two services share a name
+	// while a configuration reload overlaps the old and the new server
+	// (maddy 0.9), or when two unnamed dane blocks coexist.
+	cacheColls = map[string][]prometheus.Collector{}
 )
 
 // registerMetrics registers the metrics, once per process, and the DNS
-// cache collector of the named instance.
-func registerMetrics(instance string, q *engine.CachedQuerier) {
+// cache collector of the named instance. The returned function drops the
+// cache collector again.
+func registerMetrics(instance string, q *engine.CachedQuerier) (release func()) {
 	registerOnce.Do(func() {
 		prometheus.MustRegister(verdicts, lookupSeconds, stsPolicies, stsFetchAttempts)
 	})
@@ -54,13 +62,36 @@ func registerMetrics(instance string, q *engine.CachedQuerier) {
 	if instance != "" {
 		name = "dns:" + instance
 	}
+	c := policycache.NewCollector("maddy", "daneguard_cache", name, q.Cache())
 	cacheMu.Lock()
 	defer cacheMu.Unlock()
-	if cacheColls[name] {
-		return
+	if len(cacheColls[name]) == 0 {
+		_ = prometheus.Register(c)
 	}
-	cacheColls[name] = true
-	_ = prometheus.Register(policycache.NewCollector("maddy", "daneguard_cache", name, q.Cache()))
+	cacheColls[name] = append(cacheColls[name], c)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cacheMu.Lock()
+			defer cacheMu.Unlock()
+			l := cacheColls[name]
+			i := slices.Index(l, prometheus.Collector(c))
+			if i < 0 {
+				return
+			}
+			if i == 0 {
+				prometheus.Unregister(c)
+				if len(l) > 1 {
+					_ = prometheus.Register(l[1])
+				}
+			}
+			if l = slices.Delete(l, i, i+1); len(l) == 0 {
+				delete(cacheColls, name)
+			} else {
+				cacheColls[name] = l
+			}
+		})
+	}
 }
 
 // Values of the stage label of maddy_daneguard_lookup_duration_seconds.

@@ -138,7 +138,7 @@ func New(s Settings, d Deps) (_ *Service, err error) {
 	if svc.eng, err = engine.New(cfg); err != nil {
 		return nil, err
 	}
-	registerMetrics(d.Instance, svc.dns)
+	svc.releases = append(svc.releases, registerMetrics(d.Instance, svc.dns))
 	if err := svc.newTLSRPT(); err != nil {
 		return nil, err
 	}
@@ -162,17 +162,10 @@ func (s *Service) Start() error {
 		go s.sts.Run(ctx)
 		s.log.DebugMsg("MTA-STS enabled", "mtasts_dir", s.stsDir)
 	}
-	if s.rpt != nil && s.rpt.first {
-		go func() {
-			// The first tick waits one interval: the delivery target may
-			// be initialized after this policy.
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(s.rpt.cfg.PollInterval):
-			}
-			s.rpt.sender.Run(ctx)
-		}()
+	if s.rpt != nil {
+		// One sender per store: this service's, or that of a service
+		// started before it on the same store (stores.go).
+		claimSender(s.rpt)
 	}
 	return nil
 }
@@ -182,6 +175,9 @@ func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
 		if s.cancel != nil {
 			s.cancel()
+			if s.rpt != nil {
+				releaseSender(s.rpt)
+			}
 		}
 		s.release()
 	})
@@ -271,9 +267,10 @@ func (s *Service) newMTASTS() error {
 // reporter is the TLS reporting state of a service.
 type reporter struct {
 	cfg    TLSRPTSettings
+	path   string // the store's file
 	store  *tlsrpt.Store
 	sender *tlsrpt.Sender
-	first  bool // this service runs the sender of its store
+	stop   func() // set while this reporter's sender runs
 }
 
 // newTLSRPT opens the report store and builds the sender. Reporting never
@@ -290,7 +287,7 @@ func (s *Service) newTLSRPT() error {
 		// the store would write to disk.
 		return nil
 	}
-	st, first, err := sharedReportStore(c.Dir, s.log)
+	st, err := sharedReportStore(c.Dir, s.log)
 	if err != nil {
 		tlsrptStoreErrors.Inc()
 		s.log.Error("tlsrpt store cannot be opened; TLS reports are disabled", err, "dir", c.Dir)
@@ -303,7 +300,7 @@ func (s *Service) newTLSRPT() error {
 		client.Transport = tr
 	}
 	lg := s.log
-	s.rpt = &reporter{cfg: *c, store: st, first: first, sender: &tlsrpt.Sender{
+	s.rpt = &reporter{cfg: *c, path: TLSRPTStorePath(c.Dir), store: st, sender: &tlsrpt.Sender{
 		Store:        st,
 		Meta:         tlsrpt.ReportMeta{OrganizationName: c.Organization, ContactInfo: c.Contact},
 		From:         c.From,

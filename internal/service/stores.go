@@ -1,12 +1,15 @@
 package service
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"time"
 
 	policycache "github.com/maddy-dane/daneguard/policy_cache"
 	"github.com/maddy-dane/daneguard/tlsrpt"
@@ -69,30 +72,88 @@ func sharedSTSStore(dir string, l Logger) (*policycache.Store, func(), error) {
 
 // TLS report stores stay open for the life of the process (tlsrpt.Store
 // has no Close; bbolt's file lock would make a second open of the same
-// file wait). The first service to open one runs its sender.
+// file wait).
 var (
 	rptStoresMu sync.Mutex
 	rptStores   = map[string]*tlsrpt.Store{}
 )
 
-// sharedReportStore opens (or shares) the TLS report store in dir. first
-// is true for the opener, which runs the store's one sender.
-func sharedReportStore(dir string, l Logger) (st *tlsrpt.Store, first bool, err error) {
+// sharedReportStore opens (or shares) the TLS report store in dir.
+func sharedReportStore(dir string, l Logger) (*tlsrpt.Store, error) {
 	path := TLSRPTStorePath(dir)
 	rptStoresMu.Lock()
 	defer rptStoresMu.Unlock()
 	if st, ok := rptStores[path]; ok {
-		return st, false, nil
+		return st, nil
 	}
-	st, err = tlsrpt.OpenStore(path, tlsrpt.StoreOptions{OnCorrupt: func(moved string, err error) {
+	st, err := tlsrpt.OpenStore(path, tlsrpt.StoreOptions{OnCorrupt: func(moved string, err error) {
 		tlsrptStoreErrors.Inc()
 		l.Error("tlsrpt store was corrupt: moved aside, starting an empty one", err, "moved_to", moved)
 	}})
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	rptStores[path] = st
-	return st, true, nil
+	return st, nil
+}
+
+// A store has one sender: that of the first started service using it.
+// When that service stops while others still use the store, the next one
+// in start order takes over, after the old sender has returned. This is
+// what keeps reports going out across a configuration reload, where the
+// new server starts before the old one stops (maddy 0.9), and sends them
+// through the new server's delivery target.
+var (
+	sendersMu sync.Mutex
+	senders   = map[string][]*reporter{}
+)
+
+func claimSender(r *reporter) {
+	sendersMu.Lock()
+	defer sendersMu.Unlock()
+	senders[r.path] = append(senders[r.path], r)
+	if len(senders[r.path]) == 1 {
+		r.runSender()
+	}
+}
+
+func releaseSender(r *reporter) {
+	sendersMu.Lock()
+	defer sendersMu.Unlock()
+	l := senders[r.path]
+	i := slices.Index(l, r)
+	if i < 0 {
+		return
+	}
+	if r.stop != nil {
+		r.stop() // waits for Run to return
+		r.stop = nil
+	}
+	if l = slices.Delete(l, i, i+1); len(l) == 0 {
+		delete(senders, r.path)
+		return
+	}
+	senders[r.path] = l
+	if i == 0 {
+		l[0].runSender()
+	}
+}
+
+// runSender starts r's sender. The first tick waits one poll interval:
+// the delivery target may be started after the policy.
+func (r *reporter) runSender() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(r.cfg.PollInterval):
+		}
+		r.sender.Run(ctx)
+	}()
+	r.stop = func() { cancel(); <-done }
 }
 
 // checkStoreDir reports what would stop the server from using dir as its

@@ -3,8 +3,11 @@ module github.com/maddy-dane/daneguard/ports/maddy-0.9
 go 1.26.0
 
 require (
+	github.com/emersion/go-message v0.18.2
+	github.com/emersion/go-smtp v0.25.1
 	github.com/foxcpp/maddy v0.9.4
 	github.com/maddy-dane/daneguard v0.0.0-00010101000000-000000000000
+	github.com/urfave/cli/v2 v2.27.5
 )
 
 require (
@@ -41,11 +44,9 @@ require (
 	github.com/emersion/go-imap v1.2.2-0.20220928192137-6fac715be9cf // indirect
 	github.com/emersion/go-imap-compress v0.0.0-20201103190257-14809af1d1b9 // indirect
 	github.com/emersion/go-imap-sortthread v1.2.0 // indirect
-	github.com/emersion/go-message v0.18.2 // indirect
 	github.com/emersion/go-milter v0.4.1 // indirect
 	github.com/emersion/go-msgauth v0.6.8 // indirect
 	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6 // indirect
-	github.com/emersion/go-smtp v0.25.1 // indirect
 	github.com/fatih/color v1.18.0 // indirect
 	github.com/felixge/httpsnoop v1.0.4 // indirect
 	github.com/foxcpp/go-dovecot-sasl v0.0.0-20260303144336-f7632c6ec0ba // indirect
@@ -125,7 +126,6 @@ require (
 	github.com/spf13/pflag v1.0.10 // indirect
 	github.com/spf13/viper v1.19.0 // indirect
 	github.com/subosito/gotenv v1.6.0 // indirect
-	github.com/urfave/cli/v2 v2.27.5 // indirect
 	github.com/vultr/govultr/v3 v3.14.1 // indirect
 	github.com/xrash/smetrics v0.0.0-20240521201337-686a1a2994c1 // indirect
 	github.com/zeebo/blake3 v0.2.4 // indirect

@@ -120,25 +120,32 @@ func TestPolicyGroupKeepsOnlyKnownNames(t *testing.T) {
 }
 
 // TestInlinePolicyJoinsGlobalLifetime: an inline mx_auth child that
-// implements container.LifetimeModule is added to container.Global's
-// lifetime tracker when it is configured, and is started with the server.
-// The self-check must therefore swap in a throw-away container, or its probe
-// instance would be started with the real ones.
+// implements container.LifetimeModule (the glue's dane block) is added to
+// container.Global's lifetime tracker when it is configured, and is
+// started and stopped with the server. The self-check must therefore swap
+// in a throw-away container, or its probe would join the real modules.
 func TestInlinePolicyJoinsGlobalLifetime(t *testing.T) {
-	l := configureGroup(t, child("mtasts", config.Node{Name: "cache", Args: []string{"ram"}, File: "test", Line: 2}))
+	l := configureGroup(t, child("dane", config.Node{Name: "resolver", Args: []string{"127.0.0.1:53"}, File: "test", Line: 2}))
 	if l.Len() != 1 {
 		t.Fatalf("group keeps %d policies, want 1", l.Len())
 	}
-	if _, ok := l.Index(0).Interface().(container.LifetimeModule); !ok {
-		t.Fatal("maddy's mx_auth.mtasts is no longer a LifetimeModule")
+	pol, ok := l.Index(0).Interface().(*Policy)
+	if !ok {
+		t.Fatalf("mx_auth keeps %T for a dane block, want *Policy", l.Index(0).Interface())
 	}
 	// The tracker's list is unexported; its length is what matters.
 	tracked := reflect.ValueOf(container.Global.Lifetime).Elem().FieldByName("instances")
 	if !tracked.IsValid() || tracked.Len() != 1 {
-		t.Fatalf("container.Global's lifetime tracker holds %v modules after configuring one inline mtasts policy, want 1", tracked)
+		t.Fatalf("container.Global's lifetime tracker holds %v modules after configuring one inline dane policy, want 1", tracked)
+	}
+	if pol.svc.Load() != nil {
+		t.Fatal("Configure built the running service; only Start may")
 	}
 	if err := container.Global.Lifetime.StartAll(); err != nil {
 		t.Fatal(err)
+	}
+	if pol.svc.Load() == nil {
+		t.Fatal("Start did not build the service")
 	}
 	if err := container.Global.Lifetime.StopAll(); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,444 @@
+package daneguard
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"sync"
+	"sync/atomic"
+
+	"github.com/emersion/go-message/textproto"
+	"github.com/emersion/go-smtp"
+	"github.com/foxcpp/maddy/framework/buffer"
+	"github.com/foxcpp/maddy/framework/config"
+	modconfig "github.com/foxcpp/maddy/framework/config/module"
+	"github.com/foxcpp/maddy/framework/container"
+	"github.com/foxcpp/maddy/framework/exterrors"
+	"github.com/foxcpp/maddy/framework/log"
+	"github.com/foxcpp/maddy/framework/module"
+	"github.com/maddy-dane/daneguard/internal/engine"
+	"github.com/maddy-dane/daneguard/internal/service"
+	"github.com/maddy-dane/daneguard/tlsrpt"
+)
+
+// ModuleName is the name maddy knows the policy by. target.remote only runs
+// the mx_auth children it knows by name; see integration.go.
+const ModuleName = "mx_auth.dane"
+
+// Policy is the module instance: one per `dane { }` block. maddy 0.9
+// configures it (Configure: parsing only, nothing opened), starts it with
+// the server (Start: stores and background work) and stops it (Stop).
+type Policy struct {
+	instName string
+	probe    bool
+	log      *log.Logger
+	stateDir string
+
+	settings service.Settings
+	deps     service.Deps // without Log
+	table    module.Table
+
+	svc atomic.Pointer[service.Service] // set by Start
+}
+
+// New is the module factory registered under ModuleName. c is the
+// container being configured (for an inline block: container.Global).
+func New(c *container.C, _, instName string) (module.Module, error) {
+	p := &Policy{instName: instName, probe: probing.Load()}
+	if c != nil {
+		p.stateDir = c.Config.StateDirectory
+		if c.DefaultLogger != nil {
+			// c.DefaultLogger has no name, so lines read "daneguard: ...",
+			// as in the maddy 0.8 build.
+			p.log = c.DefaultLogger.Sublogger("daneguard")
+		}
+	}
+	if p.log == nil {
+		p.log = log.DefaultLogger.Sublogger("daneguard")
+	}
+	return p, nil
+}
+
+func (p *Policy) Name() string         { return ModuleName }
+func (p *Policy) InstanceName() string { return p.instName }
+
+// Weight orders policies in maddy versions that sort them; dane runs after
+// MTA-STS policies and before local_policy, like maddy's own.
+func (p *Policy) Weight() int { return 10 }
+
+// Configure parses the `dane { }` block (docs/configuration.md). It opens
+// nothing and starts nothing: `maddy verify-config` configures without
+// starting, and on a configuration reload the new block is configured
+// while the old one still runs.
+func (p *Policy) Configure(inlineArgs []string, cfg *config.Map) error {
+	if len(inlineArgs) != 0 {
+		return fmt.Errorf("%s: inline arguments are not used", ModuleName)
+	}
+	if p.probe {
+		// The start-up self-check (integration.go) only needs to see which
+		// object target.remote keeps.
+		_, err := cfg.Process()
+		return err
+	}
+	if err := integrationError(); err != nil {
+		return err
+	}
+	s := service.DefaultSettings()
+	s.Debug = p.log.IsDebug()
+	if g, ok := cfg.Globals["debug"].(bool); ok {
+		s.Debug = g // `debug` is inherited from the global directive
+	}
+	declare(cfg, service.Directives, &s)
+	modconfig.Table(cfg, "policy_table", false, false, nil, &p.table)
+	var submit tlsrpt.SubmitFunc
+	cfg.Callback("tlsrpt", func(m *config.Map, n config.Node) error {
+		if s.TLSRPT != nil {
+			return config.NodeErr(n, "duplicate tlsrpt block")
+		}
+		t, tgt, err := parseTLSRPT(m, n, p.stateDir)
+		if tgt != nil {
+			submit = submitVia(tgt)
+		}
+		s.TLSRPT = t
+		return err
+	})
+	if _, err := cfg.Process(); err != nil {
+		return err
+	}
+	if err := s.Validate(); err != nil {
+		return config.NodeErr(cfg.Block, "%v", err)
+	}
+	p.settings = s
+	p.deps = service.Deps{Instance: p.instName, SubmitReport: submit, StateDir: p.stateDir}
+	if p.table != nil {
+		p.deps.PolicyTable = p.table.Lookup
+	}
+	// What service.New checks beyond the settings (resolver addresses, the
+	// MTA-STS directory) is checked here too, so that verify-config
+	// reports it: a configuration-only service opens and starts nothing.
+	check := p.deps
+	check.Log, check.NoRun = nopLog{}, true
+	svc, err := service.New(s, check)
+	if err != nil {
+		return config.NodeErr(cfg.Block, "%v", err)
+	}
+	_ = svc.Close()
+	trackInstance(p)
+	return nil
+}
+
+// Start builds the service (stores, resolver, cache) and starts its
+// background work. On error nothing is left running: maddy does not call
+// Stop for a module whose Start failed.
+func (p *Policy) Start() error {
+	if p.probe {
+		return nil
+	}
+	deps := p.deps
+	deps.Log = maddyLog{l: p.log, debug: p.settings.Debug}
+	svc, err := service.New(p.settings, deps)
+	if err != nil {
+		return fmt.Errorf("%s: %w", ModuleName, err)
+	}
+	if err := svc.Start(); err != nil {
+		_ = svc.Close()
+		return fmt.Errorf("%s: %w", ModuleName, err)
+	}
+	p.svc.Store(svc)
+	return nil
+}
+
+// Stop stops the background work and releases the stores. A store shared
+// with the dane block of a newer configuration (a reload) stays open for
+// it; see internal/service/stores.go.
+func (p *Policy) Stop() error {
+	if svc := p.svc.Load(); svc != nil {
+		return svc.Close()
+	}
+	return nil
+}
+
+// declare registers maddy-free directives with cfg: every error gets the
+// file and line of its directive. (Same loop as the maddy 0.8 glue's.)
+func declare[T any](cfg *config.Map, ds []service.Directive[T], into *T) {
+	for _, d := range ds {
+		set := func(n config.Node) error {
+			if len(n.Children) != 0 {
+				return config.NodeErr(n, "can't declare block here")
+			}
+			if err := d.Set(into, n.Args); err != nil {
+				return config.NodeErr(n, "%v", err)
+			}
+			return nil
+		}
+		if d.Repeat {
+			cfg.Callback(d.Name, func(_ *config.Map, n config.Node) error { return set(n) })
+			continue
+		}
+		cfg.Custom(d.Name, false, false, nil, func(_ *config.Map, n config.Node) (interface{}, error) {
+			return nil, set(n)
+		}, nil)
+	}
+}
+
+// parseTLSRPT parses `tlsrpt [off] { ... }` (docs/tlsrpt.md).
+func parseTLSRPT(m *config.Map, n config.Node, stateDir string) (*service.TLSRPTSettings, module.DeliveryTarget, error) {
+	t := service.DefaultTLSRPTSettings()
+	switch {
+	case len(n.Args) == 1 && n.Args[0] == "off":
+		if len(n.Children) != 0 {
+			return nil, nil, config.NodeErr(n, "tlsrpt off takes no block")
+		}
+		t.Off = true
+		return &t, nil, nil
+	case len(n.Args) != 0:
+		return nil, nil, config.NodeErr(n, "usage: tlsrpt [off] { ... }")
+	}
+	var tgt module.DeliveryTarget
+	cm := config.NewMap(m.Globals, n)
+	declare(cm, service.TLSRPTDirectives, &t)
+	cm.Custom("deliver_to", false, false, nil, func(m *config.Map, n config.Node) (interface{}, error) {
+		d, err := modconfig.DeliveryDirective(m, n)
+		if err != nil {
+			return nil, config.NodeErr(n, "deliver_to: %v", err)
+		}
+		return d, nil
+	}, &tgt)
+	if _, err := cm.Process(); err != nil {
+		return nil, nil, err
+	}
+	hostname, _ := m.Globals["hostname"].(string)
+	if err := t.Validate(hostname, stateDir); err != nil {
+		return nil, nil, config.NodeErr(n, "%v", err)
+	}
+	return &t, tgt, nil
+}
+
+// StartDelivery begins the policy's work for one message.
+func (p *Policy) StartDelivery(meta *module.MsgMetadata) module.DeliveryMXAuthPolicy {
+	d := &delivery{p: p}
+	d.Reset(meta)
+	return d
+}
+
+// delivery adapts a service.Delivery to maddy's DeliveryMXAuthPolicy.
+type delivery struct {
+	p *Policy
+	d *service.Delivery
+}
+
+func (d *delivery) Reset(meta *module.MsgMetadata) {
+	svc := d.p.svc.Load()
+	if svc == nil {
+		return
+	}
+	id := ""
+	if meta != nil {
+		id = meta.ID
+	}
+	if d.d == nil {
+		d.d = svc.Delivery(id)
+		return
+	}
+	d.d.Reset(id)
+}
+
+func (d *delivery) PrepareDomain(ctx context.Context, domain string) {
+	if d.d != nil {
+		d.d.PrepareDomain(ctx, domain)
+	}
+}
+
+// PrepareConn does nothing: target.remote calls it after CheckMX for the
+// same host, whose lookups are then already done and cached.
+func (d *delivery) PrepareConn(ctx context.Context, mx string) {}
+
+func (d *delivery) CheckMX(ctx context.Context, _ module.MXLevel, domain, mx string, _ bool) (module.MXLevel, error) {
+	if d.d == nil {
+		return module.MXNone, notStarted()
+	}
+	v, proceed := d.d.CheckMX(ctx, domain, mx)
+	switch {
+	case !proceed:
+		return module.MXNone, smtpError(v)
+	case !v.OK(): // a TLS report, delivered despite the refusal
+		return module.MXNone, nil
+	}
+	// Lets local_policy { min_mx_level dnssec|mtasts } work, as in the
+	// maddy 0.8 glue.
+	switch {
+	case v.MXSecure:
+		return module.MX_DNSSEC, nil
+	case v.STSMXMatched:
+		return module.MX_MTASTS, nil
+	}
+	return module.MXNone, nil
+}
+
+func (d *delivery) CheckConn(ctx context.Context, _ module.MXLevel, _ module.TLSLevel, domain, mx string, st tls.ConnectionState) (module.TLSLevel, error) {
+	if d.d == nil {
+		return module.TLSNone, notStarted()
+	}
+	v, proceed := d.d.CheckConn(ctx, domain, mx, st)
+	switch {
+	case !proceed:
+		return module.TLSNone, smtpError(v)
+	case v.Result == engine.Authenticated:
+		return module.TLSAuthenticated, nil
+	}
+	return module.TLSNone, nil
+}
+
+func notStarted() error {
+	return exterrors.WithTemporary(fmt.Errorf("%s: policy not started", ModuleName), true)
+}
+
+// smtpError turns a Deferred verdict into the error target.remote returns,
+// exactly as the maddy 0.8 glue does: maddy 0.9.4 still wraps the last MX
+// error into "No usable MXs, last err: ..." with 451 and 5.4.0, so the
+// text carries the enhanced code (docs/verdicts.md).
+func smtpError(v *engine.Verdict) error {
+	return &exterrors.SMTPError{
+		Code:         v.Code,
+		EnhancedCode: exterrors.EnhancedCode(v.EnhancedCode),
+		Message:      v.Message,
+		TargetName:   "remote",
+		Reason:       fmt.Sprintf("%d.%d.%d %s: %s", v.EnhancedCode[0], v.EnhancedCode[1], v.EnhancedCode[2], v.Reason, v.Message),
+		Misc: map[string]interface{}{
+			"domain":  v.Domain,
+			"mx":      v.MX,
+			"verdict": string(v.Result),
+		},
+	}
+}
+
+// maddyLog is the service's Logger on a maddy 0.9 *log.Logger. debug is
+// the block's `debug` setting: a `debug no` block stays quiet under a
+// debug parent logger, as in the maddy 0.8 build.
+type maddyLog struct {
+	l     *log.Logger
+	debug bool
+}
+
+func (m maddyLog) Msg(msg string, kv ...any)              { m.l.Msg(msg, kv...) }
+func (m maddyLog) Error(msg string, err error, kv ...any) { m.l.Error(msg, err, kv...) }
+func (m maddyLog) Debug() bool                            { return m.debug }
+
+func (m maddyLog) DebugMsg(msg string, kv ...any) {
+	if !m.debug {
+		return
+	}
+	// maddy 0.9 prints debug lines when the logger or a parent has
+	// debug on; the block's own setting decides here.
+	l := *m.l
+	l.Debug = true
+	l.DebugMsg(msg, kv...)
+}
+
+func (m maddyLog) With(kv ...any) service.Logger {
+	n := *m.l
+	n.Fields = maps.Clone(m.l.Fields)
+	if n.Fields == nil {
+		n.Fields = map[string]interface{}{}
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		if k, ok := kv[i].(string); ok {
+			n.Fields[k] = kv[i+1]
+		}
+	}
+	return maddyLog{l: &n, debug: m.debug}
+}
+
+// nopLog discards everything: the configuration-only service of Configure.
+type nopLog struct{}
+
+func (nopLog) Msg(string, ...any)          {}
+func (nopLog) Error(string, error, ...any) {}
+func (nopLog) DebugMsg(string, ...any)     {}
+func (nopLog) Debug() bool                 { return false }
+func (l nopLog) With(...any) service.Logger {
+	return l
+}
+
+// submitVia submits report emails through a maddy delivery target, so
+// that the admin's pipeline (DKIM signing, queue) applies.
+func submitVia(tgt module.DeliveryTarget) tlsrpt.SubmitFunc {
+	return func(ctx context.Context, from string, to []string, msg []byte) error {
+		br := bufio.NewReader(bytes.NewReader(msg))
+		hdr, err := textproto.ReadHeader(br)
+		if err != nil {
+			return fmt.Errorf("parsing the report email: %w", err)
+		}
+		var body bytes.Buffer
+		if _, err := body.ReadFrom(br); err != nil {
+			return err
+		}
+		var rnd [8]byte
+		_, _ = rand.Read(rnd[:])
+		meta := &module.MsgMetadata{
+			ID:              service.ReportMsgIDPrefix + hex.EncodeToString(rnd[:]),
+			OriginalFrom:    from,
+			DontTraceSender: true,
+			SMTPOpts:        smtp.MailOptions{Size: int64(len(msg))},
+		}
+		d, err := tgt.StartDelivery(ctx, meta, from)
+		if err != nil {
+			return err
+		}
+		for _, rcpt := range to {
+			if err := d.AddRcpt(ctx, rcpt, smtp.RcptOptions{}); err != nil {
+				_ = d.Abort(ctx)
+				return err
+			}
+		}
+		if err := d.Body(ctx, hdr, buffer.MemoryBuffer{Slice: body.Bytes()}); err != nil {
+			_ = d.Abort(ctx)
+			return err
+		}
+		return d.Commit(ctx)
+	}
+}
+
+// Configured policy instances, in the order maddy configured them, for
+// `maddy check --config`, which builds its own service from an instance's
+// settings and policy table.
+var (
+	instancesMu sync.Mutex
+	instances   []*Policy
+)
+
+func trackInstance(p *Policy) {
+	instancesMu.Lock()
+	instances = append(instances, p)
+	instancesMu.Unlock()
+}
+
+// Instances returns the policy instances configured so far in this
+// process.
+func Instances() []*Policy {
+	instancesMu.Lock()
+	defer instancesMu.Unlock()
+	return append([]*Policy(nil), instances...)
+}
+
+// Settings returns the validated settings of a configured instance.
+func (p *Policy) Settings() service.Settings { return p.settings }
+
+// PolicyTable returns the instance's policy_table lookup, nil without one.
+func (p *Policy) PolicyTable() service.TableLookup {
+	if p.table == nil {
+		return nil
+	}
+	return p.table.Lookup
+}
+
+var (
+	_ module.MXAuthPolicy      = (*Policy)(nil)
+	_ container.LifetimeModule = (*Policy)(nil)
+	_ module.MXAuthPolicy      = (*stsRefusal)(nil)
+)
