@@ -11,8 +11,9 @@ import (
 // --day TODAY") covers only the sessions so far. RFC 8460 §4.1 has a
 // report cover a full UTC day, so such a report is an extra: it goes out
 // under a report-id of its own (receivers may deduplicate on report-id,
-// §4.4) and does not count as the day's report, which still goes out
-// complete after the day ends.
+// §4.4), its date-range ends at the time it was built, and it does not
+// count as the day's report, which still goes out complete after the day
+// ends.
 
 // early reports whether a report for day sent at now covers only part of
 // the day.

@@ -107,6 +107,11 @@ func TestSenderEarlyRequestKeepsDayOpen(t *testing.T) {
 	if ok, _ := sessionTotals(early); ok != 2 {
 		t.Fatalf("early report counts %v sessions, want 2", ok)
 	}
+	// The partial report covers the day up to its sending, not the
+	// whole day whose report follows.
+	if dr := early["date-range"].(map[string]any); dr["start-datetime"] != "2026-11-30T00:00:00Z" || dr["end-datetime"] != "2026-11-30T10:00:00Z" {
+		t.Fatalf("early report date-range %v", dr)
+	}
 	stt, _ := st.State("2026-11-30", "x.example")
 	if stt.Done || stt.EarlyOutcome != "sent" || !stt.EarlyAt.Equal(clk.Now()) || stt.ReportID != "" {
 		t.Fatalf("state after the early send: %+v", stt)
@@ -127,6 +132,9 @@ func TestSenderEarlyRequestKeepsDayOpen(t *testing.T) {
 	full := mailedReport(t, mails[1])
 	if ok, failed := sessionTotals(full); ok != 2 || failed != 1 {
 		t.Fatalf("complete report counts %v+%v sessions, want 2+1", ok, failed)
+	}
+	if dr := full["date-range"].(map[string]any); dr["end-datetime"] != "2026-11-30T23:59:59Z" {
+		t.Fatalf("complete report date-range %v", dr)
 	}
 	if full["report-id"] != "20261130.x.example@sender.example" || early["report-id"] == full["report-id"] {
 		t.Fatalf("report-ids: early %v, complete %v", early["report-id"], full["report-id"])

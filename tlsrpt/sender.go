@@ -295,6 +295,11 @@ func (s *Sender) deliver(ctx context.Context, day, domain string, pol *Policy, s
 	if err != nil {
 		return err
 	}
+	if early(day, now) {
+		// A partial report says how far it goes: the receiver must not
+		// take it for the whole day, whose report follows.
+		rep.DateRange.End = now.UTC().Truncate(time.Second)
+	}
 	gz, err := rep.Gzip()
 	if err != nil {
 		return err
