@@ -199,7 +199,8 @@ func (zv *zoneView) occluded(name string) bool {
 }
 
 // sign makes the RRSIG for one RRset with the zone's key (RFC 4034 §3). For
-// BadSignatures zones every signature except the DNSKEY RRset's is damaged.
+// BadSignatures zones every signature except the DNSKEY RRset's is damaged;
+// for ExpiredSignatures zones it lies in the past.
 func (z *Zone) sign(rrs []dns.RR, now time.Time) (*dns.RRSIG, error) {
 	sig := &dns.RRSIG{
 		Hdr:        dns.RR_Header{Ttl: rrs[0].Header().Ttl},
@@ -208,6 +209,12 @@ func (z *Zone) sign(rrs []dns.RR, now time.Time) (*dns.RRSIG, error) {
 		SignerName: z.origin,
 		Inception:  uint32(now.Add(-sigBackdate).Unix()),
 		Expiration: uint32(now.Add(sigValidity).Unix()),
+	}
+	if z.cfg.expired && rrs[0].Header().Rrtype != dns.TypeDNSKEY {
+		// Two days past: beyond the clock skew validators allow (unbound:
+		// 10% of the validity period, at most val-sig-skew-max, 1 day).
+		sig.Inception = uint32(now.Add(-32 * 24 * time.Hour).Unix())
+		sig.Expiration = uint32(now.Add(-2 * 24 * time.Hour).Unix())
 	}
 	if err := sig.Sign(z.signer, rrs); err != nil {
 		return nil, err

@@ -24,6 +24,7 @@ type ZoneOption func(*zoneConfig) error
 type zoneConfig struct {
 	unsigned bool
 	bad      bool
+	expired  bool
 	ttl      uint32
 	negTTL   uint32
 }
@@ -33,8 +34,8 @@ type zoneConfig struct {
 // delegation (RFC 4035 §5.2): validators answer without the AD bit.
 func Unsigned() ZoneOption {
 	return func(c *zoneConfig) error {
-		if c.bad {
-			return fmt.Errorf("Unsigned and BadSignatures exclude each other")
+		if c.bad || c.expired {
+			return fmt.Errorf("Unsigned, BadSignatures and ExpiredSignatures exclude each other")
 		}
 		c.unsigned = true
 		return nil
@@ -47,10 +48,25 @@ func Unsigned() ZoneOption {
 // RFC 4035 §5.5).
 func BadSignatures() ZoneOption {
 	return func(c *zoneConfig) error {
-		if c.unsigned {
-			return fmt.Errorf("Unsigned and BadSignatures exclude each other")
+		if c.unsigned || c.expired {
+			return fmt.Errorf("Unsigned, BadSignatures and ExpiredSignatures exclude each other")
 		}
 		c.bad = true
+		return nil
+	}
+}
+
+// ExpiredSignatures signs the zone and publishes its DS in the parent, with
+// a valid signature over the DNSKEY RRset but every other signature expired
+// (inception 32 days ago, expiration two days ago): the key is trusted, yet
+// every RRset is bogus (RFC 4035 §5.3.1), as when a zone's signer stopped
+// re-signing it.
+func ExpiredSignatures() ZoneOption {
+	return func(c *zoneConfig) error {
+		if c.unsigned || c.bad {
+			return fmt.Errorf("Unsigned, BadSignatures and ExpiredSignatures exclude each other")
+		}
+		c.expired = true
 		return nil
 	}
 }

@@ -113,6 +113,10 @@ type LeafOptions struct {
 	NoSAN bool
 	// KeyType selects the leaf's key algorithm (default ECDSA P-256).
 	KeyType KeyType
+	// Key, when set, is used instead of a fresh key (KeyType is then
+	// ignored): a certificate for a key made elsewhere, as a CA signs a
+	// CSR.
+	Key crypto.Signer
 	// NotBefore and NotAfter bound the validity. Zero values mean
 	// now-DefaultBackdate and now+DefaultLeafLifetime. To make an expired
 	// certificate set both in the past; to make a not-yet-valid one set
@@ -438,9 +442,12 @@ func newLeaf(issuer *CA, opts LeafOptions) (*Leaf, error) {
 	if cn == "" && (opts.NoSAN || (len(opts.DNSNames) == 0 && len(opts.IPAddresses) == 0)) {
 		return nil, fmt.Errorf("leaf has neither a name in its SAN nor a common name")
 	}
-	key, err := newKey(opts.KeyType)
-	if err != nil {
-		return nil, err
+	key := opts.Key
+	if key == nil {
+		var err error
+		if key, err = newKey(opts.KeyType); err != nil {
+			return nil, err
+		}
 	}
 	serial, err := newSerial()
 	if err != nil {
