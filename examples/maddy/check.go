@@ -28,8 +28,8 @@ func init() { extraCommands = append(extraCommands, checkCommand()) }
 func checkCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "check",
-		Usage:     "Show what the daneguard policy sees and decides for a destination domain",
-		ArgsUsage: "DOMAIN",
+		Usage:     "Show what the daneguard policy sees and decides for a destination domain; with --self, check this server's own inbound DANE and MTA-STS",
+		ArgsUsage: "DOMAIN | --self",
 		Description: `Looks up the domain's MX hosts, their DNSSEC status, addresses, TLSA records
 and MTA-STS policy, and runs the daneguard engine on them. With --connect it
 also connects to port 25 of each MX host, does STARTTLS like maddy and prints
@@ -37,8 +37,18 @@ the verdict a delivery would get.
 
 Exit status: 0 authenticated (without --connect: some MX host passes the
 pre-connection checks), 1 delivered encrypted or in plaintext without
-authentication, 2 deferred, 3 usage or configuration error.`,
-		Flags: []cli.Flag{
+authentication, 2 deferred, 3 usage or configuration error.
+
+check --self [--json] [--days N] checks this server as a sender would see
+it, for maddy's hostname and every local domain of maddy.conf: the MX RRset,
+the TLSA RRset of each MX host that is this server against the certificate
+maddy loads and against what each of the host's addresses serves on port 25,
+rollover readiness, the MTA-STS policy and the TLS-RPT record. It reads the
+resolver from the dane block. Exit status: 0 all good, 1 warnings (mail
+flows, but something will break or is weaker than intended), 2 broken now,
+3 usage or configuration error (docs/checker.md).`,
+		Flags: append([]cli.Flag{
+			&cli.BoolFlag{Name: "self", Usage: "check this server's own inbound DANE, MTA-STS and TLS-RPT (needs --config)"},
 			&cli.PathFlag{Name: "config", Usage: "read the dane { } block (resolver, default_level, policy, policy_table, roots) from this maddy.conf"},
 			&cli.BoolFlag{Name: "connect", Usage: "connect to each MX host on port 25 and report the verdict"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON (schema " + checker.Schema + ")"},
@@ -49,7 +59,7 @@ authentication, 2 deferred, 3 usage or configuration error.`,
 			&cli.BoolFlag{Name: "no-mtasts", Usage: "do not look up the MTA-STS policy"},
 			&cli.StringFlag{Name: "helo", Value: "localhost", Usage: "EHLO name used with --connect (default with --config: the configuration's hostname)"},
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "time limit for each SMTP connection"},
-		},
+		}, selfcheckFlags()...),
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return cli.Exit("usage error: "+err.Error(), checker.ExitUsage)
 		},
@@ -62,6 +72,14 @@ func usageErr(format string, args ...any) error {
 }
 
 func runCheck(c *cli.Context) error {
+	if c.Bool("self") {
+		return runSelfcheck(c)
+	}
+	for _, f := range []string{"days", "domain", "address"} {
+		if c.IsSet(f) {
+			return usageErr("--%s is for --self", f)
+		}
+	}
 	if c.NArg() != 1 {
 		return usageErr("want exactly one DOMAIN argument (see maddy check --help)")
 	}
@@ -210,7 +228,7 @@ func loadDaneConfig(path string) (*daneguard.Policy, string, func(), error) {
 	insts := daneguard.Instances()[before:]
 	if len(insts) == 0 {
 		done()
-		return nil, "", nil, errors.New("no target.remote block with mx_auth { dane { ... } } found in " + path)
+		return nil, "", nil, fmt.Errorf("%w in %s", errNoDaneBlock, path)
 	}
 	if len(insts) > 1 {
 		fmt.Fprintf(os.Stderr, "note: %d dane blocks in %s; using the first\n", len(insts), path)
@@ -218,6 +236,9 @@ func loadDaneConfig(path string) (*daneguard.Policy, string, func(), error) {
 	hostname, _ := globals["hostname"].(string)
 	return insts[0], hostname, done, nil
 }
+
+// errNoDaneBlock: the configuration runs no daneguard policy.
+var errNoDaneBlock = errors.New("no target.remote block with mx_auth { dane { ... } }")
 
 // quietLog is the checker service's log: the report says everything.
 type quietLog struct{}
