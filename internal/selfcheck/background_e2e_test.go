@@ -178,3 +178,37 @@ func scrape(url string) (map[string]float64, error) {
 	}
 	return out, sc.Err()
 }
+
+// Without selfcheck_cert the background check takes the certificate the
+// global tls directive serves (maddy hands it to modules as a *tls.Config).
+func TestBackgroundSelfcheckGlobalTLS(t *testing.T) {
+	b := newBed(t)
+	b.daneBlock = `dane {
+    resolver ` + b.ub.Addr() + `
+    selfcheck_interval 1s
+    selfcheck_domains own.example
+}`
+	b.extra = "openmetrics tcp://" + metricsAddr + " { }\ntls file " + b.cert + " " + b.key
+	l := b.leaf()
+	base := []string{"@ MX 10 mx", "mx A " + mxIP}
+	other := b.leaf()
+	// The RRset names another key: the loaded (global tls) certificate
+	// must be reported as not matching, which it can only be if it was
+	// read.
+	b.publish(append(base, rec(t, 3, 1, other.Cert))...)
+	b.install(l)
+	loaded := `maddy_daneguard_selfcheck_loaded_match{mx="` + mxHost + `"}`
+	waitMetrics(t, b.maddy, func(m map[string]float64) bool { v, ok := m[loaded]; return ok && v == 0 })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := waitProblem(ctx, t, b.maddy, "loaded-mismatch", "_25._tcp."+mxHost)
+	if !strings.Contains(e.Fields["problem"].(string), "global tls directive") {
+		t.Errorf("loaded-mismatch line does not name the global tls directive: %v", e.Fields)
+	}
+	if n := len(b.maddy.Entries("daneguard", "self-check: no certificate to check")); n != 0 {
+		t.Errorf("%d 'no certificate' lines with a global tls directive", n)
+	}
+	// Matching now: loaded_match turns 1.
+	b.publish(append(base, rec(t, 3, 1, l.Cert))...)
+	waitMetrics(t, b.maddy, func(m map[string]float64) bool { return m[loaded] == 1 })
+}
