@@ -118,9 +118,11 @@ func New(s Settings, d Deps) (svc *Service, err error) {
 		return nil, errors.New("selfcheck_interval: the self-check needs the global hostname directive")
 	}
 	svc = &Service{settings: s, deps: d, log: d.Log}
+	// The returns below set svc to nil; undo through a copy.
+	created := svc
 	defer func() {
 		if err != nil {
-			svc.release()
+			created.release()
 			svc = nil
 		}
 	}()
