@@ -3,6 +3,8 @@
 // the MTA-STS policy manager and its store, and the TLS-RPT store and
 // sender; and it carries each message's deliveries through the engine,
 // writing the verdict log line, the metrics and the TLS report records.
+// In the background it also watches the server itself: the resolvers'
+// health and, when configured, the inbound self-check (selfcheck.go).
 //
 // It imports nothing of the MTA. An MTA glue (the repository root for
 // maddy 0.8) parses the block with Directives into Settings, supplies
