@@ -113,6 +113,9 @@ func (p *Policy) Init(cfg *config.Map) error {
 
 	lg := maddyLog{log.Logger{Name: "daneguard", Debug: s.Debug}}
 	deps := service.Deps{Log: lg, Instance: p.instName, SubmitReport: submit, StateDir: config.StateDirectory, NoRun: module.NoRun}
+	// What maddy tells a module of its server, for the self-check (an
+	// endpoint's own tls directive is not among it: selfcheck_cert).
+	deps.SetMaddyGlobals(cfg.Globals)
 	if p.table != nil {
 		deps.PolicyTable = p.table.Lookup
 	}

@@ -14,7 +14,13 @@ import (
 )
 
 // `maddy check` (internal/subcmd) with maddy 0.8's configuration reading.
-func init() { extraCommands = append(extraCommands, subcmd.Check(loadDaneBlock)) }
+// --self (selfcheck.go) reads more of maddy.conf than the dane block.
+func init() {
+	extraCommands = append(extraCommands, subcmd.Check(loadDaneBlock, &subcmd.Self{Run: runSelfcheck, Flags: selfcheckFlags()}))
+}
+
+// errNoDaneBlock: the configuration runs no daneguard policy.
+var errNoDaneBlock = errors.New("no target.remote block with mx_auth { dane { ... } }")
 
 func loadDaneBlock(path string) (subcmd.DaneBlock, error) {
 	inst, hostname, done, err := loadDaneConfig(path)
@@ -60,7 +66,7 @@ func loadDaneConfig(path string) (*daneguard.Policy, string, func(), error) {
 	insts := daneguard.Instances()[before:]
 	if len(insts) == 0 {
 		done()
-		return nil, "", nil, errors.New("no target.remote block with mx_auth { dane { ... } } found in " + path)
+		return nil, "", nil, fmt.Errorf("%w in %s", errNoDaneBlock, path)
 	}
 	if len(insts) > 1 {
 		fmt.Fprintf(os.Stderr, "note: %d dane blocks in %s; using the first\n", len(insts), path)

@@ -4,6 +4,8 @@
 //
 //	maddy verify-config   check a configuration file without starting the server
 //	maddy check DOMAIN    show what the policy sees and decides for a domain (docs/checker.md)
+//	maddy check --self    check this server's own inbound DANE and MTA-STS (docs/own-domain.md)
+//	maddy nextkey ...     roll a `tls file` key without breaking DANE (create, status, switch)
 //	maddy tlsrpt list     show the recorded TLS report data (docs/tlsrpt.md)
 //	maddy tlsrpt send     have the running maddy send a day's TLS reports now
 //

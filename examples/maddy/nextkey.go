@@ -79,7 +79,7 @@ func nextkeyPaths(c *cli.Context) (nkPaths, error) {
 			return p, err
 		}
 		if mc.Source != selfcheck.SourceFile {
-			return p, errors.New("the port 25 endpoint does not use `tls file`: with the ACME loader publish the issuer's 2 1 1 instead (maddy selfcheck prints it)")
+			return p, errors.New("the port 25 endpoint does not use `tls file`: with the ACME loader publish the issuer's 2 1 1 instead (maddy check --self prints it)")
 		}
 		p.key, p.cert, p.host = cmpOr(p.key, mc.KeyPath), cmpOr(p.cert, mc.CertPath), cmpOr(p.host, mc.Hostname)
 	}
@@ -224,6 +224,6 @@ func nextkeySwitch(p nkPaths, newCert string) error {
 	_ = os.Remove(p.next)
 	_ = os.Remove(selfcheck.StatePath(p.next))
 	fmt.Printf("switched: %s and %s now hold the next key and its certificate (old ones: .prev). maddy reloads them within a minute.\n"+
-		"Remove the old 3 1 1 record once `maddy selfcheck` shows every address serving the new key.\n", p.key, p.cert)
+		"Remove the old 3 1 1 record once `maddy check --self` shows every address serving the new key.\n", p.key, p.cert)
 	return nil
 }

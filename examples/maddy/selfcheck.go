@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -14,57 +14,27 @@ import (
 	"github.com/foxcpp/maddy/framework/config"
 	"github.com/maddy-dane/daneguard/dane"
 	"github.com/maddy-dane/daneguard/internal/selfcheck"
+	"github.com/maddy-dane/daneguard/internal/service"
 	"github.com/urfave/cli/v2"
 )
 
-// `maddy selfcheck` checks this server's own inbound DANE and MTA-STS as a
-// sender sees them (docs/checker.md, docs/own-domain.md). Phase 2 of issue
-// 14 turns it into `maddy check --self`: in check.go, add a --self flag and
-// at the top of runCheck `if c.Bool("self") { return runSelfcheck(c) }`,
-// and append selfcheckFlags() to check's flags (names do not collide).
+// `maddy check --self` checks this server's own inbound DANE and MTA-STS
+// as a sender sees them (docs/checker.md, docs/own-domain.md). The work is
+// internal/selfcheck's; this file reads maddy.conf for it.
 
-func init() { extraCommands = append(extraCommands, selfcheckCommand()) }
-
-func selfcheckCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "selfcheck",
-		Usage: "Check this server's inbound DANE, MTA-STS and TLS-RPT as a sending MTA would (becomes `check --self`)",
-		Description: `Reads maddy.conf (hostname, the local domains of the smtp endpoints'
-destination blocks, their listen addresses, the tls directive and state_dir),
-looks up the MX hosts of the hostname and every local domain through the
-validating resolver, finds those that are this server, and checks their TLSA
-RRset against the certificate maddy loads and against what each of their
-addresses serves after STARTTLS on port 25, with the same code a DANE sender
-uses. Also: rollover readiness, MTA-STS policy and TLS-RPT record.
-
-Exit status: 0 all good, 1 warnings (mail flows, but something will break or
-is weaker than intended), 2 broken now (senders defer or refuse mail), 3
-usage or configuration error.`,
-		Flags: selfcheckFlags(),
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return cli.Exit("usage error: "+err.Error(), selfcheck.ExitUsage)
-		},
-		Action: runSelfcheck,
-	}
-}
-
+// selfcheckFlags are the flags of check that only --self uses; the others
+// (--config, --json, --resolver, --trust-remote-resolver, --roots,
+// --no-mtasts, --timeout) are shared with the domain check.
 func selfcheckFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.PathFlag{Name: "config", Usage: "maddy.conf to read (default: maddy's --config)"},
-		&cli.BoolFlag{Name: "json", Usage: "print the report as JSON (schema " + selfcheck.Schema + ")"},
-		&cli.IntFlag{Name: "days", Usage: "also say what still matches N days from now; a key change within N days is a warning"},
-		&cli.StringSliceFlag{Name: "domain", Usage: "local domain to check (repeatable); default: the destination domains of the smtp endpoints"},
-		&cli.StringSliceFlag{Name: "address", Usage: "a public address of this server (repeatable), besides its listen and interface addresses"},
-		&cli.StringSliceFlag{Name: "resolver", Usage: "validating DNS resolver ADDR[:PORT] (repeatable); default /etc/resolv.conf"},
-		&cli.BoolFlag{Name: "trust-remote-resolver", Usage: "trust DNSSEC status from resolvers not on loopback"},
-		&cli.PathFlag{Name: "roots", Usage: "PEM file of WebPKI roots for MTA-STS (default: the system's)"},
-		&cli.BoolFlag{Name: "no-mtasts", Usage: "do not fetch MTA-STS policies"},
-		&cli.DurationFlag{Name: "timeout", Value: 20 * time.Second, Usage: "time limit for each SMTP probe"},
+		&cli.IntFlag{Name: "days", Usage: "with --self: also say what still matches N days from now; a key change within N days is a warning"},
+		&cli.StringSliceFlag{Name: "domain", Usage: "with --self: local domain to check (repeatable); default: the dane block's selfcheck_domains, else the destination domains of the smtp endpoints"},
+		&cli.StringSliceFlag{Name: "address", Usage: "with --self: a public address of this server (repeatable), besides its listen and interface addresses and the dane block's selfcheck_address"},
 	}
 }
 
 func scUsage(format string, args ...any) error {
-	return cli.Exit("maddy selfcheck: "+fmt.Sprintf(format, args...), selfcheck.ExitUsage)
+	return cli.Exit("maddy check --self: "+fmt.Sprintf(format, args...), selfcheck.ExitUsage)
 }
 
 func configPathOf(c *cli.Context) string {
@@ -77,22 +47,50 @@ func configPathOf(c *cli.Context) string {
 }
 
 func runSelfcheck(c *cli.Context) error {
+	if c.NArg() != 0 {
+		return scUsage("takes no DOMAIN argument (use --domain)")
+	}
 	path := configPathOf(c)
 	if path == "" {
 		return scUsage("--config is required")
+	}
+	rootsPath := c.Path("roots")
+	if rootsPath != "" {
+		// Before loadDaneConfig enters the state directory.
+		if abs, err := filepath.Abs(rootsPath); err == nil {
+			rootsPath = abs
+		}
 	}
 	mc, err := readMaddyConf(path)
 	if err != nil {
 		return scUsage("configuration: %v", err)
 	}
+	// The dane block's resolver, roots and selfcheck_* settings, through
+	// the module's own parser: the check asks the resolver the server
+	// asks.
+	settings := service.DefaultSettings()
+	inst, _, done, err := loadDaneConfig(path)
+	switch {
+	case errors.Is(err, errNoDaneBlock):
+		fmt.Fprintf(os.Stderr, "note: %v; using --resolver or /etc/resolv.conf\n", err)
+	case err != nil:
+		return scUsage("configuration: %v", err)
+	default:
+		defer done()
+		settings = inst.Settings()
+	}
 	opts := selfcheck.Options{
 		Hostname: mc.Hostname, Domains: mc.Domains, Days: c.Int("days"),
 		NoMTASTS: c.Bool("no-mtasts"), Timeout: c.Duration("timeout"),
+	}
+	if settings.Selfcheck.Domains != nil {
+		opts.Domains = settings.Selfcheck.Domains
 	}
 	if d := c.StringSlice("domain"); len(d) != 0 {
 		opts.Domains = d
 	}
 	opts.LocalAddrs = append(opts.LocalAddrs, mc.Listen...)
+	opts.LocalAddrs = append(opts.LocalAddrs, settings.Selfcheck.Addresses...)
 	if ifs, err := net.InterfaceAddrs(); err == nil {
 		for _, a := range ifs {
 			if n, ok := a.(*net.IPNet); ok {
@@ -115,22 +113,21 @@ func runSelfcheck(c *cli.Context) error {
 			fmt.Fprintf(os.Stderr, "warning: %v\n", err)
 		}
 	}
-	res, err := dane.NewResolver(dane.ResolverConfig{Servers: c.StringSlice("resolver"), TrustRemote: c.Bool("trust-remote-resolver")})
+	servers, trust := settings.Resolvers, settings.TrustRemoteResolver || c.Bool("trust-remote-resolver")
+	if s := c.StringSlice("resolver"); len(s) != 0 {
+		servers = s
+	}
+	res, err := dane.NewResolver(dane.ResolverConfig{Servers: servers, Timeout: settings.ResolverTimeout, TrustRemote: trust})
 	if err != nil {
 		return scUsage("resolver: %v", err)
 	}
 	if bad := res.UntrustedServers(); len(bad) != 0 {
 		fmt.Fprintf(os.Stderr, "warning: resolvers not on loopback are not trusted for DNSSEC (%s); TLSA records will look insecure\n", strings.Join(bad, ", "))
 	}
-	opts.Querier, opts.Resolvers = res, res.Servers()
-	if p := c.Path("roots"); p != "" {
-		pem, err := os.ReadFile(p)
-		if err != nil {
+	opts.Querier, opts.Resolvers, opts.Roots = res, res.Servers(), settings.Roots
+	if rootsPath != "" {
+		if opts.Roots, err = service.ReadRootsPEM(rootsPath); err != nil {
 			return scUsage("roots: %v", err)
-		}
-		opts.Roots = x509.NewCertPool()
-		if !opts.Roots.AppendCertsFromPEM(pem) {
-			return scUsage("roots: no PEM certificates in %s", p)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

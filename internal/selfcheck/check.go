@@ -427,6 +427,8 @@ func (c *run) starttls(ctx context.Context, host, addr string) (*tls.ConnectionS
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
+	// A cancelled run (maddy shutting down) ends the probe at once.
+	defer context.AfterFunc(ctx, func() { _ = conn.Close() })()
 	cl, err := smtp.NewClient(conn, host)
 	if err != nil {
 		return nil, &probeErr{"connect-failed", err}

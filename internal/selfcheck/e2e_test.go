@@ -48,6 +48,12 @@ type bed struct {
 	key   string
 	maddy *maddybed.Maddy
 	q     dane.Querier
+	// daneBlock is the mx_auth body maddy runs with; default "dane { }".
+	daneBlock string
+	// extra is added to maddy.conf at top level.
+	extra string
+	// more are further resolvers on the same zones, flushed by publish.
+	more []*dnsbed.Unbound
 }
 
 func newBed(t *testing.T) *bed {
@@ -87,15 +93,20 @@ func (b *bed) install(l *pki.Leaf) {
 	if b.maddy != nil {
 		b.maddy.Stop()
 	}
+	mxAuth := b.daneBlock
+	if mxAuth == "" {
+		mxAuth = "dane { }"
+	}
 	b.maddy = maddybed.Start(b.t, maddybed.Options{
 		Hostname:   mxHost,
 		SubmitAddr: "127.0.0.1:2525",
-		MXAuth:     "dane { }",
+		MXAuth:     mxAuth,
 		Extra: fmt.Sprintf(`smtp tcp://%s:25 {
     hostname %s
     tls file %s %s
     deliver_to &remote
-}`, mxIP, mxHost, b.cert, b.key),
+}
+%s`, mxIP, mxHost, b.cert, b.key, b.extra),
 	})
 	waitListen(b.t, mxIP+":25")
 }
@@ -115,6 +126,9 @@ func waitListen(t *testing.T, addr string) {
 func (b *bed) publish(records ...string) {
 	b.zone.Replace(b.t, records...)
 	b.ub.Flush(b.t)
+	for _, u := range b.more {
+		u.Flush(b.t)
+	}
 }
 
 func (b *bed) run(mod func(*selfcheck.Options)) *selfcheck.Report {
@@ -337,6 +351,11 @@ func TestCheckResolverNotValidating(t *testing.T) {
 // end: switching before two TTLs is refused, after is allowed.
 func TestSelfcheckCLIAndNextKey(t *testing.T) {
 	b := newBed(t)
+	// The dane block's resolver, not /etc/resolv.conf's (127.0.0.1:53),
+	// is the one check --self asks.
+	ub2 := dnsbed.StartUnbound(t, b.dns, dnsbed.UnboundOptions{Addr: "127.0.0.5:53"})
+	b.daneBlock = "dane {\n resolver " + ub2.Addr() + "\n }"
+	b.more = append(b.more, ub2)
 	l := b.leaf()
 	b.install(l)
 	base := []string{"@ MX 10 mx", "mx A " + mxIP}
@@ -344,10 +363,10 @@ func TestSelfcheckCLIAndNextKey(t *testing.T) {
 	bin := maddybed.Binary(t)
 	roots := b.ca.Root().WritePEM(t, t.TempDir())
 
-	cmd := exec.Command(bin, "--config", b.maddy.Config, "selfcheck", "--json", "--domain", "own.example", "--roots", roots)
+	cmd := exec.Command(bin, "--config", b.maddy.Config, "check", "--self", "--json", "--domain", "own.example", "--roots", roots)
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("selfcheck: %v\n%s", err, out)
+		t.Fatalf("check --self: %v\n%s", err, out)
 	}
 	var rep selfcheck.Report
 	if err := json.Unmarshal(out, &rep); err != nil {
@@ -355,7 +374,18 @@ func TestSelfcheckCLIAndNextKey(t *testing.T) {
 	}
 	if rep.Schema != selfcheck.Schema || rep.Certificate == nil || rep.Certificate.Path != b.cert || len(rep.Hosts) != 1 ||
 		len(rep.Hosts[0].Addresses) != 1 || rep.Hosts[0].Addresses[0].Result != "match" {
-		t.Fatalf("selfcheck --json from maddy.conf:\n%s", out)
+		t.Fatalf("check --self --json from maddy.conf:\n%s", out)
+	}
+	if len(rep.Resolvers) != 1 || rep.Resolvers[0].Server != ub2.Addr() || !rep.Resolvers[0].Up || !rep.Resolvers[0].Validating {
+		t.Errorf("check --self: resolver health %+v", rep.Resolvers)
+	}
+	// --self takes no DOMAIN; --days without --self is a usage error.
+	for _, args := range [][]string{{"check", "--self", "own.example"}, {"check", "--days", "3", "own.example"}} {
+		err := exec.Command(bin, append([]string{"--config", b.maddy.Config}, args...)...).Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != selfcheck.ExitUsage {
+			t.Errorf("%v: %v, want exit %d", args, err, selfcheck.ExitUsage)
+		}
 	}
 
 	nk := func(args ...string) (string, int) {
@@ -392,7 +422,14 @@ func TestSelfcheckCLIAndNextKey(t *testing.T) {
 	if out, code := nk("status"); code != 2 || !strings.Contains(out, "NOT PUBLISHED") {
 		t.Errorf("status before publishing: %d %s", code, out)
 	}
-	b.publish(append(base, rec(t, 3, 1, l.Cert), tlsa+" 2 IN TLSA "+nextRec)...)
+	// Both records with a TTL of 300 s: two TTLs are ten minutes, so a
+	// switch right after the first sighting is refused whatever the speed
+	// of the machine. The time that must pass is then made to pass in the
+	// workflow's own clock, its state file (first_seen), instead of
+	// sleeping.
+	cur := pki.TLSARR(t, tlsa, 3, 1, 1, l.Cert)
+	cur.Hdr.Ttl = 300
+	b.publish(append(base, cur.String(), tlsa+" 300 IN TLSA "+nextRec)...)
 
 	// A certificate for the next key, as the operator's CA would issue.
 	nextKey, err := selfcheck.ReadPrivateKey(next)
@@ -402,18 +439,28 @@ func TestSelfcheckCLIAndNextKey(t *testing.T) {
 	newLeaf := b.ca.Leaf(t, pki.LeafOptions{DNSNames: []string{mxHost}, Key: nextKey})
 	newCert, _ := newLeaf.WriteFiles(t, t.TempDir())
 
-	start := time.Now()
 	out3, code := nk("switch", "--new-cert", newCert)
-	if time.Since(start) < 4*time.Second {
-		// The wait is two TTLs of 2 s from the first sighting.
-		if code != 1 || !strings.Contains(out3, "switch refused") {
-			t.Fatalf("switch right after publishing: %d %s", code, out3)
-		}
-		if data, _ := os.ReadFile(b.key); string(data) == string(newLeaf.KeyPEM(t)) {
-			t.Fatal("a refused switch replaced the key")
-		}
+	if code != 1 || !strings.Contains(out3, "WAIT") || !strings.Contains(out3, "switch refused") {
+		t.Fatalf("switch right after publishing: %d %s", code, out3)
 	}
-	time.Sleep(4500 * time.Millisecond)
+	if data, _ := os.ReadFile(b.key); string(data) == string(newLeaf.KeyPEM(t)) {
+		t.Fatal("a refused switch replaced the key")
+	}
+	statePath := selfcheck.StatePath(next)
+	st := readState(t, statePath)
+	if st.FirstSeen.IsZero() || st.MaxTTL < 200 || st.MaxTTL > 300 {
+		t.Fatalf("state after the first sighting: %+v", st)
+	}
+	// Just short of two TTLs since the first sighting: still refused.
+	st.FirstSeen = time.Now().Add(-2*time.Duration(st.MaxTTL)*time.Second + time.Minute)
+	writeState(t, statePath, st)
+	if out, code := nk("switch", "--new-cert", newCert); code != 1 || !strings.Contains(out, "switch refused") {
+		t.Fatalf("switch a minute before two TTLs: %d %s", code, out)
+	}
+	// Two TTLs and a second later: allowed.
+	st = readState(t, statePath)
+	st.FirstSeen = time.Now().Add(-2*time.Duration(st.MaxTTL)*time.Second - time.Second)
+	writeState(t, statePath, st)
 	if out, code := nk("status"); code != 0 || !strings.Contains(out, "SAFE") {
 		t.Fatalf("status after two TTLs: %d %s", code, out)
 	}
@@ -426,5 +473,25 @@ func TestSelfcheckCLIAndNextKey(t *testing.T) {
 	}
 	if _, err := os.Stat(b.key + ".prev"); err != nil {
 		t.Errorf("old key not kept: %v", err)
+	}
+}
+
+func readState(t *testing.T, path string) selfcheck.NextKeyState {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st selfcheck.NextKeyState
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func writeState(t *testing.T, path string, st selfcheck.NextKeyState) {
+	t.Helper()
+	if err := selfcheck.SaveState(path, st); err != nil {
+		t.Fatal(err)
 	}
 }

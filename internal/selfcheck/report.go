@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// Schema identifies the JSON document of `maddy selfcheck --json` (phase
-// 2: `maddy check --self --json`). It changes only when a field is removed
+// Schema identifies the JSON document of `maddy check --self --json`. It
+// changes only when a field is removed
 // or changes meaning; new fields may appear at any time.
 const Schema = "daneguard-selfcheck/1"
 
@@ -166,6 +166,13 @@ type AddrProbe struct {
 // add records a problem.
 func (r *Report) add(sev Severity, code, subject, msg, fix string) {
 	r.Problems = append(r.Problems, Problem{Severity: sev, Code: code, Subject: subject, Message: msg, Fix: fix})
+}
+
+// Add records a problem found outside Run (the caller's own checks, such
+// as a certificate file it cannot read) and updates ExitCode and Summary.
+func (r *Report) Add(p Problem) {
+	r.Problems = append(r.Problems, p)
+	r.finish()
 }
 
 // finish sets ExitCode and Summary.

@@ -39,6 +39,33 @@ type Settings struct {
 	// TLSRPT is the tlsrpt block; nil when there is none (nothing is
 	// recorded then).
 	TLSRPT *TLSRPTSettings
+	// ResolverCheckInterval is how often the resolvers' health is probed
+	// (selfcheck.CheckResolver); 0: never.
+	ResolverCheckInterval time.Duration
+	// Selfcheck is the background self-check of the server's own inbound
+	// DANE and MTA-STS (docs/own-domain.md).
+	Selfcheck SelfcheckSettings
+}
+
+// SelfcheckSettings are the selfcheck_* directives.
+type SelfcheckSettings struct {
+	// Interval between runs; 0: the background self-check is off.
+	Interval time.Duration
+	// Days: a key change, expiry or mismatch within this many days is a
+	// warning.
+	Days int
+	// CertPath is the certificate chain the port 25 endpoint loads
+	// (`tls file CERT KEY`'s CERT); with ACME set, the ACME loader's store
+	// directory ("" : <state_dir>/acme). Both empty: the chain of the
+	// global `tls` directive (Deps.ServerTLS), if any.
+	CertPath string
+	ACME     bool
+	// Domains to check besides the hostname; nil: the MTA's defaults
+	// (Deps.Domains).
+	Domains []string
+	// Addresses are public addresses of this server the host cannot see
+	// on its interfaces (NAT).
+	Addresses []net.IP
 }
 
 // TLSRPTSettings is the `tlsrpt { }` block. deliver_to is the glue's
@@ -72,6 +99,10 @@ func DefaultSettings() Settings {
 		CacheFailureMin: time.Second,
 		CacheFailureMax: 5 * time.Minute,
 		MTASTS:          true,
+		// Cheap (one query to a local resolver) and it catches the outage
+		// that makes maddy bounce mail (docs/resolver.md).
+		ResolverCheckInterval: 30 * time.Second,
+		Selfcheck:             SelfcheckSettings{Days: 14},
 	}
 }
 
@@ -152,6 +183,84 @@ var Directives = []Directive[Settings]{
 	}},
 	{Name: "mtasts", Set: func(s *Settings, a []string) error { return setBool(&s.MTASTS, a) }},
 	{Name: "mtasts_dir", Set: func(s *Settings, a []string) error { return setString(&s.MTASTSDir, a) }},
+	{Name: "resolver_check_interval", Set: func(s *Settings, a []string) error {
+		return setInterval("resolver_check_interval", &s.ResolverCheckInterval, a)
+	}},
+	{Name: "selfcheck_interval", Set: func(s *Settings, a []string) error {
+		return setInterval("selfcheck_interval", &s.Selfcheck.Interval, a)
+	}},
+	{Name: "selfcheck_days", Set: func(s *Settings, a []string) error {
+		if err := setInt(&s.Selfcheck.Days, a); err != nil {
+			return err
+		}
+		if s.Selfcheck.Days < 0 || s.Selfcheck.Days > 366 {
+			return errors.New("selfcheck_days must be between 0 and 366")
+		}
+		return nil
+	}},
+	{Name: "selfcheck_cert", Set: func(s *Settings, a []string) error {
+		switch {
+		case len(a) == 1 && a[0] != "acme":
+			s.Selfcheck.CertPath, s.Selfcheck.ACME = a[0], false
+		case len(a) >= 1 && len(a) <= 2 && a[0] == "acme":
+			s.Selfcheck.ACME, s.Selfcheck.CertPath = true, ""
+			if len(a) == 2 {
+				s.Selfcheck.CertPath = a[1]
+			}
+		default:
+			return errors.New("usage: selfcheck_cert CERT_FILE | selfcheck_cert acme [STORE_DIR]")
+		}
+		return nil
+	}},
+	{Name: "selfcheck_domains", Set: func(s *Settings, a []string) error {
+		if len(a) == 0 {
+			return errors.New("expected at least one domain")
+		}
+		s.Selfcheck.Domains = nil
+		for _, d := range a {
+			d = strings.ToLower(strings.TrimSuffix(d, "."))
+			if d == "" || strings.ContainsAny(d, "@*/ ") {
+				return fmt.Errorf("selfcheck_domains: %q is not a domain name", d)
+			}
+			s.Selfcheck.Domains = append(s.Selfcheck.Domains, d)
+		}
+		return nil
+	}},
+	{Name: "selfcheck_address", Set: func(s *Settings, a []string) error {
+		if len(a) == 0 {
+			return errors.New("expected at least one IP address")
+		}
+		s.Selfcheck.Addresses = nil
+		for _, v := range a {
+			ip := net.ParseIP(v)
+			if ip == nil {
+				return fmt.Errorf("selfcheck_address: %q is not an IP address", v)
+			}
+			s.Selfcheck.Addresses = append(s.Selfcheck.Addresses, ip)
+		}
+		return nil
+	}},
+}
+
+// setInterval parses `off` (0) or a duration of at least a second for
+// the background checks.
+func setInterval(name string, d *time.Duration, a []string) error {
+	if len(a) == 1 && (a[0] == "off" || a[0] == "0") {
+		*d = 0
+		return nil
+	}
+	if len(a) != 1 {
+		return fmt.Errorf("usage: %s off|DURATION", name)
+	}
+	v, err := time.ParseDuration(a[0])
+	if err != nil {
+		return fmt.Errorf("%s: %v", name, err)
+	}
+	if v < time.Second {
+		return fmt.Errorf("%s must be off or at least 1s", name)
+	}
+	*d = v
+	return nil
 }
 
 // TLSRPTDirectives are the directives of the tlsrpt block, except

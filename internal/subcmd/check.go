@@ -36,11 +36,20 @@ type DaneBlock struct {
 // anything.
 type LoadFunc func(path string) (DaneBlock, error)
 
+// Self is `maddy check --self` (docs/checker.md, "Checking your own
+// domain"), for builds that offer it: Run does the check, Flags are the
+// flags only --self uses.
+type Self struct {
+	Run   func(c *cli.Context) error
+	Flags []cli.Flag
+}
+
 // Check is `maddy check`: docs/checker.md is its manual. The work is done
 // by internal/checker with the policy engine; this is only the command
-// line. load reads the configuration with the maddy it is built for.
-func Check(load LoadFunc) *cli.Command {
-	return &cli.Command{
+// line. load reads the configuration with the maddy it is built for; self,
+// if not nil, adds --self.
+func Check(load LoadFunc, self *Self) *cli.Command {
+	cmd := &cli.Command{
 		Name:      "check",
 		Usage:     "Show what the daneguard policy sees and decides for a destination domain",
 		ArgsUsage: "DOMAIN",
@@ -67,15 +76,42 @@ authentication, 2 deferred, 3 usage or configuration error.`,
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return cli.Exit("usage error: "+err.Error(), checker.ExitUsage)
 		},
-		Action: func(c *cli.Context) error { return runCheck(c, load) },
+		Action: func(c *cli.Context) error { return runCheck(c, load, self) },
 	}
+	if self != nil {
+		cmd.Usage += "; with --self, check this server's own inbound DANE and MTA-STS"
+		cmd.ArgsUsage = "DOMAIN | --self"
+		cmd.Description += `
+
+check --self [--json] [--days N] checks this server as a sender would see
+it, for maddy's hostname and every local domain of maddy.conf: the MX RRset,
+the TLSA RRset of each MX host that is this server against the certificate
+maddy loads and against what each of the host's addresses serves on port 25,
+rollover readiness, the MTA-STS policy and the TLS-RPT record. It reads the
+resolver from the dane block. Exit status: 0 all good, 1 warnings (mail
+flows, but something will break or is weaker than intended), 2 broken now,
+3 usage or configuration error (docs/checker.md).`
+		cmd.Flags = append(cmd.Flags, &cli.BoolFlag{Name: "self", Usage: "check this server's own inbound DANE, MTA-STS and TLS-RPT (needs --config)"})
+		cmd.Flags = append(cmd.Flags, self.Flags...)
+	}
+	return cmd
 }
 
 func usageErr(format string, args ...any) error {
 	return cli.Exit("maddy check: "+fmt.Sprintf(format, args...), checker.ExitUsage)
 }
 
-func runCheck(c *cli.Context, load LoadFunc) error {
+func runCheck(c *cli.Context, load LoadFunc, self *Self) error {
+	if self != nil {
+		if c.Bool("self") {
+			return self.Run(c)
+		}
+		for _, f := range self.Flags {
+			if name := f.Names()[0]; c.IsSet(name) {
+				return usageErr("--%s is for --self", name)
+			}
+		}
+	}
 	if c.NArg() != 1 {
 		return usageErr("want exactly one DOMAIN argument (see maddy check --help)")
 	}

@@ -115,6 +115,7 @@ func (p *Policy) Configure(inlineArgs []string, cfg *config.Map) error {
 	}
 	p.settings = s
 	p.deps = service.Deps{Instance: p.instName, SubmitReport: submit, StateDir: p.stateDir}
+	p.deps.SetMaddyGlobals(cfg.Globals)
 	if p.table != nil {
 		p.deps.PolicyTable = p.table.Lookup
 	}

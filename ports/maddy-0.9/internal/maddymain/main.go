@@ -39,7 +39,7 @@ func maddyAddSubcommand(cmd *cli.Command)
 
 // Main runs maddy's command line with daneguard's subcommands.
 func Main() {
-	maddyAddSubcommand(subcmd.Check(loadDaneBlock))
+	maddyAddSubcommand(subcmd.Check(loadDaneBlock, nil))
 	maddyAddSubcommand(subcmd.TLSRPT(tlsrptDirsFromConfig))
 	// Refuse to run at all if this maddy would not run the policy.
 	if err := daneguard.CheckIntegration(); err != nil {
