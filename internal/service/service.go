@@ -105,9 +105,10 @@ func New(s Settings, d Deps) (svc *Service, err error) {
 		return nil, err
 	}
 	svc = &Service{settings: s, deps: d, log: d.Log}
+	started := svc // the returns below set svc to nil
 	defer func() {
 		if err != nil {
-			svc.release()
+			started.release()
 			svc = nil
 		}
 	}()
