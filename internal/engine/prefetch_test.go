@@ -318,7 +318,7 @@ func TestCheckMXWaitsForMTASTSWithoutDANE(t *testing.T) {
 func TestSpeculativeTLSAIgnoredWhenInsecure(t *testing.T) {
 	owner := "_25._tcp.mx.plain.example."
 	q := mapQuerier{
-		key("plain.example", dns.TypeMX): answer("plain.example.", dns.TypeMX, false, &dns.MX{Hdr: rrHdr("plain.example", dns.TypeMX), Preference: 10, Mx: "mx.plain.example."}),
+		key("plain.example", dns.TypeMX):   answer("plain.example.", dns.TypeMX, false, &dns.MX{Hdr: rrHdr("plain.example", dns.TypeMX), Preference: 10, Mx: "mx.plain.example."}),
 		key("mx.plain.example", dns.TypeA): answer("mx.plain.example.", dns.TypeA, false, &dns.A{Hdr: rrHdr("mx.plain.example", dns.TypeA), A: net.IPv4(192, 0, 2, 9)}),
 		key(owner, dns.TypeTLSA):           &dane.LookupError{Name: owner, Type: dns.TypeTLSA, Kind: dane.ErrServFail, Rcode: dns.RcodeServerFailure, EDE: -1},
 	}
