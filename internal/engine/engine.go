@@ -84,11 +84,13 @@ type Config struct {
 
 // Engine is safe for concurrent use by many deliveries.
 type Engine struct {
-	cfg     Config
-	disc    *dane.Discoverer
-	now     func() time.Time
-	roots   *x509.CertPool
-	rootErr error
+	cfg  Config
+	disc *dane.Discoverer
+	// aheadDisc is disc with speculative TLSA queries, for Prepare.
+	aheadDisc *dane.Discoverer
+	now       func() time.Time
+	roots     *x509.CertPool
+	rootErr   error
 }
 
 // New builds an Engine.
@@ -99,10 +101,12 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.DefaultLevel == "" {
 		cfg.DefaultLevel = LevelDANE
 	}
-	// The TLSA question of each MX host goes out beside its address
-	// questions; dane.Discoverer uses the answer only where RFC 7672
-	// §2.2.2's order would have asked it (docs/cache.md).
-	e := &Engine{cfg: cfg, now: cfg.Now, roots: cfg.Roots, disc: &dane.Discoverer{Q: cfg.DNS, SpeculativeTLSA: true}}
+	e := &Engine{cfg: cfg, now: cfg.Now, roots: cfg.Roots, disc: &dane.Discoverer{Q: cfg.DNS},
+		// A delivery's MX hosts (Prepare) send their TLSA question
+		// beside their address questions; dane.Discoverer uses the
+		// answer only where RFC 7672 §2.2.2's order would have asked it
+		// (docs/cache.md). Destination keeps the prescribed order.
+		aheadDisc: &dane.Discoverer{Q: cfg.DNS, SpeculativeTLSA: true}}
 	if e.now == nil {
 		e.now = time.Now
 	}

@@ -138,7 +138,7 @@ func (e *Engine) lookupHostAsync(ctx context.Context, host string) *hostLookup {
 	hl := &hostLookup{done: make(chan struct{})}
 	go func() {
 		defer close(hl.done)
-		hl.host, hl.err = e.disc.LookupHost(ctx, host)
+		hl.host, hl.err = e.aheadDisc.LookupHost(ctx, host)
 	}()
 	return hl
 }
