@@ -42,5 +42,6 @@ bench:
 COLD_N ?= 9
 COLD_DELAY ?= 50ms
 bench-cold: deps
+	mkdir -p bin
 	DANEGUARD_COLD=1 DANEGUARD_COLD_N=$(COLD_N) DANEGUARD_COLD_DELAY=$(COLD_DELAY) DANEGUARD_COLD_OUT=$(CURDIR)/bin/cold.txt \
 		$(GO) test -count=1 -v -timeout 60m -run '^TestColdDelivery$$' ./internal/coldbench

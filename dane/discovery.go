@@ -47,6 +47,23 @@ type Discoverer struct {
 	// Port is the SMTP port, used in the "_<port>._tcp" TLSA prefix
 	// (RFC 7672 §2.2.3). Default 25.
 	Port int
+	// SpeculativeTLSA makes LookupHost ask the TLSA RRset of the server
+	// name at the same time as its address records, instead of after
+	// them, saving one resolver round trip per server. RFC 7672 §2.2.2
+	// wants the address lookups first, because some nameservers of
+	// unsigned zones fail TLSA queries; so the speculative answer, and any
+	// error, is used only where the address answer leads the sequential
+	// procedure to ask that very question, and ignored otherwise. The
+	// result of LookupHost is the same either way. When Q implements
+	// Forgetter, an ignored failure is forgotten, so that it can never
+	// answer a later lookup.
+	SpeculativeTLSA bool
+}
+
+// Forgetter is implemented by caching Queriers: Forget drops the cached
+// answer or failure to one question.
+type Forgetter interface {
+	Forget(name string, qtype uint16)
 }
 
 // LookupMX resolves the MX RRset of domain and its DNSSEC status.
@@ -147,6 +164,14 @@ func (d *Discoverer) LookupHost(ctx context.Context, host string) (*Host, error)
 	host = strings.ToLower(dns.Fqdn(host))
 	h := &Host{Name: host, Expanded: host}
 	ttl := newMinTTL()
+	hostOwner := d.tlsaOwner(host)
+	var spec *tlsaQuery
+	if d.SpeculativeTLSA {
+		// Asked now, used below only where the sequential procedure
+		// asks it (see SpeculativeTLSA).
+		spec = d.startTLSA(ctx, hostOwner)
+		defer spec.discard(d.Q)
+	}
 
 	// RFC 7672 §2.2.2: address records first, both to learn whether the
 	// server is reachable and to learn the security of the CNAME chain.
@@ -197,9 +222,24 @@ func (d *Discoverer) LookupHost(ctx context.Context, host string) (*Host, error)
 	}
 
 	h.NoTLSAReason = "no-tlsa-records"
+	var expanded *tlsaQuery
+	if spec != nil && len(candidates) > 1 {
+		// RFC 7672 §2.2.3: the expanded name's TLSA RRset comes first;
+		// the original's is already on its way.
+		expanded = d.startTLSA(ctx, d.tlsaOwner(candidates[0]))
+	}
 	for _, base := range candidates {
-		owner := "_" + strconv.Itoa(d.port()) + "._tcp." + base
-		ans, err := d.Q.Query(ctx, owner, dns.TypeTLSA)
+		owner := d.tlsaOwner(base)
+		var ans *Answer
+		var err error
+		switch {
+		case expanded != nil && owner == expanded.owner:
+			ans, err = expanded.wait(ctx)
+		case spec != nil && owner == hostOwner:
+			ans, err = spec.use(ctx)
+		default:
+			ans, err = d.Q.Query(ctx, owner, dns.TypeTLSA)
+		}
 		if err != nil {
 			// RFC 7672 §2.1.2: a failed TLSA lookup makes the server
 			// unreachable, whichever candidate it was for.
@@ -226,6 +266,64 @@ func (d *Discoverer) LookupHost(ctx context.Context, host string) (*Host, error)
 	}
 	h.TTL = ttl.get()
 	return h, nil
+}
+
+func (d *Discoverer) tlsaOwner(base string) string {
+	return "_" + strconv.Itoa(d.port()) + "._tcp." + base
+}
+
+// tlsaQuery is a TLSA question asked ahead of its turn.
+type tlsaQuery struct {
+	owner string
+	done  chan struct{}
+	ans   *Answer
+	err   error
+	used  bool
+}
+
+func (d *Discoverer) startTLSA(ctx context.Context, owner string) *tlsaQuery {
+	q := &tlsaQuery{owner: owner, done: make(chan struct{})}
+	go func() {
+		defer close(q.done)
+		q.ans, q.err = d.Q.Query(ctx, owner, dns.TypeTLSA)
+	}()
+	return q
+}
+
+func (q *tlsaQuery) wait(ctx context.Context) (*Answer, error) {
+	select {
+	case <-q.done:
+		return q.ans, q.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// use marks the speculative answer as part of the result and returns it.
+func (q *tlsaQuery) use(ctx context.Context) (*Answer, error) {
+	q.used = true
+	return q.wait(ctx)
+}
+
+// discard runs when LookupHost returns: an answer the procedure did not
+// use is dropped; a failure is forgotten by a caching querier once the
+// query ends (in the background: LookupHost does not wait for it), so that
+// a TLSA failure the sequential procedure would never have seen is never
+// served from the cache either (RFC 7672 §2.2.2).
+func (q *tlsaQuery) discard(qr Querier) {
+	if q.used {
+		return
+	}
+	f, ok := qr.(Forgetter)
+	if !ok {
+		return
+	}
+	go func() {
+		<-q.done
+		if q.err != nil {
+			f.Forget(q.owner, dns.TypeTLSA)
+		}
+	}()
 }
 
 func (d *Discoverer) port() int {

@@ -489,6 +489,18 @@ func (c *Cache[K, V]) Set(key K, value V, ttl time.Duration) {
 	c.addLocked(key, e)
 }
 
+// Fresh reports whether key has an unexpired value or failure in the
+// cache. It neither fetches, nor counts as a lookup, nor changes the
+// entry's recency: it lets a caller tell a cold question from a warm one
+// without touching the statistics.
+func (c *Cache[K, V]) Fresh(key K) bool {
+	now := c.cfg.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.lru.Peek(key)
+	return ok && now.Before(e.expires)
+}
+
 // Invalidate removes key, value or failure, and forgets its backoff
 // state. A fetch in progress for key still answers its waiters but its
 // result is not cached; the next Get starts a new fetch.

@@ -935,3 +935,26 @@ func TestConcurrentNeverServesExpired(t *testing.T) {
 		t.Errorf("stress test did not exercise every path: %+v", s)
 	}
 }
+
+// TestFresh: Fresh tells a cached, unexpired key (value or failure) from a
+// missing or expired one, and counts as no lookup.
+func TestFresh(t *testing.T) {
+	c, clk := newTestCache(Config{})
+	f := &fetcher{}
+	f.set("v", time.Minute, nil)
+	if c.Fresh("a") {
+		t.Fatal("Fresh on an empty cache")
+	}
+	mustGet(t, c, "a", f.fetch, "v")
+	before := c.Stats()
+	if !c.Fresh("a") || c.Fresh("b") {
+		t.Fatalf("Fresh(a)=%v Fresh(b)=%v, want true, false", c.Fresh("a"), c.Fresh("b"))
+	}
+	if after := c.Stats(); after.Hits != before.Hits || after.Misses != before.Misses {
+		t.Fatalf("Fresh counted as a lookup: %+v -> %+v", before, after)
+	}
+	clk.Advance(time.Minute)
+	if c.Fresh("a") {
+		t.Fatal("Fresh on an expired entry")
+	}
+}

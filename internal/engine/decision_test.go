@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"reflect"
 	"testing"
 	"time"
 
@@ -291,6 +292,17 @@ func TestDecisionTable(t *testing.T) {
 						}
 						if w := want(r); got != w {
 							t.Errorf("%s:\n got %+v (%s)\nwant %+v", r, got, v.Detail, w)
+						}
+						// The delivery path (Prepare: everything looked
+						// up in the background, TLSA beside the address)
+						// reaches the same verdict, field for field.
+						pdst := eng.Prepare(ctx, domain)
+						pv := eng.CheckMX(ctx, pdst, mxHost)
+						if pv.OK() {
+							pv = eng.CheckConn(ctx, pdst, mxHost, connections[tlsOn])
+						}
+						if !reflect.DeepEqual(pv, v) {
+							t.Errorf("%s: Prepare's verdict differs:\n got %+v\nwant %+v", r, pv, v)
 						}
 						// A refusal always carries a 4xx reply, an accepted
 						// verdict none (RFC 7672 §2.1.2: defer, never bounce).

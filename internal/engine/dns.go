@@ -58,6 +58,18 @@ func (c *CachedQuerier) Query(ctx context.Context, name string, qtype uint16) (*
 	})
 }
 
+// Forget implements dane.Forgetter: it drops the cached answer or failure
+// to one question.
+func (c *CachedQuerier) Forget(name string, qtype uint16) {
+	c.cache.Invalidate(QueryKey{strings.ToLower(dns.Fqdn(name)), qtype})
+}
+
+// Fresh reports whether the cache holds an unexpired answer or failure to
+// the question, without asking anything or counting a lookup.
+func (c *CachedQuerier) Fresh(name string, qtype uint16) bool {
+	return c.cache.Fresh(QueryKey{strings.ToLower(dns.Fqdn(name)), qtype})
+}
+
 // LookupTXT is the one TXT lookup of daneguard, for both the MTA-STS
 // discovery record (_mta-sts.<domain>, RFC 8461 §3.1) and the TLS-RPT
 // record (_smtp._tls.<domain>, RFC 8460 §3). Both RFCs join the strings

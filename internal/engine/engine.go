@@ -7,8 +7,10 @@
 //
 // This file is the whole decision and reads top to bottom:
 //
-//   - Destination: the next-hop domain's level and MX RRset (RFC 7672
-//     §2.2.1) and its MTA-STS policy (RFC 8461 §3);
+//   - Prepare (or Destination, which also waits): the next-hop domain's
+//     level and MX RRset (RFC 7672 §2.2.1) and its MTA-STS policy
+//     (RFC 8461 §3), looked up in the background together with the
+//     address and TLSA records of every MX host (prefetch.go);
 //   - CheckMX, before connecting: lookup failures defer (RFC 7672 §2.1.2),
 //     mandatory DANE needs a secure MX RRset and usable TLSA records
 //     (§2.2.1, §6), then the MTA-STS MX check (RFC 8461 §4.1);
@@ -70,15 +72,25 @@ type Config struct {
 	// STS, if not nil, supplies MTA-STS policies for levels dane and
 	// mtasts. It should share DNS (DNS.LookupTXT).
 	STS STS
+	// WarmDial, if not nil, is called for each MX host whose address
+	// records are not in the cache when Prepare starts looking them up.
+	// The MTA dials the host by name through the system resolver, which
+	// asks A and AAAA, while the engine asks AAAA only for a host without
+	// A records; WarmDial lets the glue put the AAAA answer into that
+	// resolver's cache meanwhile. It must return at once and never
+	// affects a verdict.
+	WarmDial func(ctx context.Context, host string)
 }
 
 // Engine is safe for concurrent use by many deliveries.
 type Engine struct {
-	cfg     Config
-	disc    *dane.Discoverer
-	now     func() time.Time
-	roots   *x509.CertPool
-	rootErr error
+	cfg  Config
+	disc *dane.Discoverer
+	// aheadDisc is disc with speculative TLSA queries, for Prepare.
+	aheadDisc *dane.Discoverer
+	now       func() time.Time
+	roots     *x509.CertPool
+	rootErr   error
 }
 
 // New builds an Engine.
@@ -89,7 +101,12 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.DefaultLevel == "" {
 		cfg.DefaultLevel = LevelDANE
 	}
-	e := &Engine{cfg: cfg, now: cfg.Now, roots: cfg.Roots, disc: &dane.Discoverer{Q: cfg.DNS}}
+	e := &Engine{cfg: cfg, now: cfg.Now, roots: cfg.Roots, disc: &dane.Discoverer{Q: cfg.DNS},
+		// A delivery's MX hosts (Prepare) send their TLSA question
+		// beside their address questions; dane.Discoverer uses the
+		// answer only where RFC 7672 §2.2.2's order would have asked it
+		// (docs/cache.md). Destination keeps the prescribed order.
+		aheadDisc: &dane.Discoverer{Q: cfg.DNS, SpeculativeTLSA: true}}
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -107,7 +124,11 @@ func (e *Engine) DNS() *CachedQuerier { return e.cfg.DNS }
 func (e *Engine) STSEnabled() bool { return e.cfg.STS != nil }
 
 // Destination holds what one delivery learned about one next-hop domain.
-// It is not safe for concurrent use; create one per delivery and domain.
+// Create one per delivery and domain, with Prepare or Destination. A
+// Destination from Prepare fills its fields in the background: read them
+// only after Wait (CheckMX and CheckConn wait for what they need). The
+// exported fields of a Destination built by the caller are taken as
+// final.
 type Destination struct {
 	Domain    string
 	Policy    DomainPolicy
@@ -123,6 +144,8 @@ type Destination struct {
 
 	mu    sync.Mutex
 	hosts map[string]*hostState
+
+	bg *prefetch // nil for a Destination built by the caller
 }
 
 // hostState is what CheckMX learned about one MX host, for CheckConn.
@@ -132,6 +155,9 @@ type hostState struct {
 	usable  []dane.Record
 	checked *Verdict               // CheckMX's verdict, completed by CheckConn
 	sts     *mtastsfallback.Policy // MTA-STS policy covering this host, when DANE does not govern
+	// stsPending: CheckMX passed this DANE-governed host without waiting
+	// for the MTA-STS policy; CheckConn applies it to the verdict's fields.
+	stsPending bool
 }
 
 // usesDANE reports whether DNS lookups for DANE are done at this level.
@@ -146,41 +172,39 @@ func (l Level) usesSTS() bool {
 	return l == LevelDANE || l == LevelMTASTS
 }
 
-// Destination starts the evaluation of a next-hop domain: its policy and,
-// where DANE may apply, its MX RRset.
+// Destination evaluates a next-hop domain: its policy, where DANE may
+// apply its MX RRset, and where MTA-STS may apply its MTA-STS policy. It
+// makes Prepare's lookups under ctx and returns when they are done,
+// except that the MX hosts are looked up only when CheckMX asks for them
+// (the checker's way; a delivery uses Prepare).
 func (e *Engine) Destination(ctx context.Context, domain string) *Destination {
-	domain = CanonicalDomain(domain)
-	d := &Destination{Domain: domain, hosts: map[string]*hostState{}}
-	d.Policy = DomainPolicy{Level: e.cfg.DefaultLevel, Source: "default"}
-	if e.cfg.Policies != nil {
-		p, ok, err := e.cfg.Policies(ctx, domain)
-		switch {
-		case err != nil:
-			d.PolicyErr = err
-		case ok:
-			d.Policy = p
-		}
-	}
-	if d.PolicyErr == nil && d.Policy.Level.usesDANE() {
-		// RFC 7672 §2.2.1: the MX RRset and its DNSSEC status.
-		d.MX, d.MXErr = e.disc.LookupMX(ctx, domain)
-	}
-	if e.cfg.STS != nil && d.PolicyErr == nil && d.Policy.Level.usesSTS() {
-		// RFC 8461 §3: the MTA-STS policy, cached or fetched.
-		d.STS, d.STSErr = e.cfg.STS.Policy(ctx, d.Domain)
+	d := e.newDestination(ctx, domain)
+	e.prefetch(d)
+	if err := d.Wait(ctx); err != nil {
+		// ctx ended before the MTA-STS lookup did. It still owns
+		// d.STS: answer with a destination that defers, never one
+		// that weakens the policy.
+		d.Release()
+		return &Destination{Domain: d.Domain, Policy: DomainPolicy{Level: e.cfg.DefaultLevel, Source: "default"},
+			PolicyErr: fmt.Errorf("the lookups for %s did not finish: %w", d.Domain, err)}
 	}
 	return d
 }
 
 func (e *Engine) base(d *Destination, mx string) *Verdict {
-	v := &Verdict{Domain: d.Domain, MX: strings.ToLower(strings.TrimSuffix(mx, ".")), Level: d.Policy.Level, STS: d.STS}
+	v := &Verdict{Domain: d.Domain, MX: strings.ToLower(strings.TrimSuffix(mx, ".")), Level: d.Policy.Level}
 	v.MXSecure = d.MX.SecureFor(mx)
 	return v
 }
 
 // CheckMX decides whether the MX host mx may be used for d, before any
-// connection is made. A Deferred verdict means: skip this MX.
+// connection is made. A Deferred verdict means: skip this MX. It waits
+// for the lookups the verdict needs, and for no others: the MTA-STS policy
+// is not awaited for a host that DANE governs on a secure MX RRset.
 func (e *Engine) CheckMX(ctx context.Context, d *Destination, mx string) *Verdict {
+	if err := d.waitReady(ctx); err != nil {
+		return e.checkMXGaveUp(d, mx, err)
+	}
 	v := e.base(d, mx)
 	hs := &hostState{checked: v}
 	d.mu.Lock()
@@ -213,8 +237,9 @@ func (e *Engine) CheckMX(ctx context.Context, d *Destination, mx string) *Verdic
 		return deferVerdict(v, ReasonDANERequired, codePolicy, tlsrpt.ResultDANERequired, "DANE is required for this destination but its MX records are not DNSSEC-signed")
 	}
 
-	// RFC 7672 §2.2.2, §2.2.3: address records, then the TLSA RRset.
-	h, err := e.disc.LookupHost(ctx, mx)
+	// RFC 7672 §2.2.2, §2.2.3: address records, then the TLSA RRset
+	// (looked up since the MX RRset arrived, for every host at once).
+	h, err := d.lookupHost(ctx, e, mx)
 	if err != nil {
 		// RFC 7672 §2.1.2: the server is unreachable; try the next one.
 		if errors.Is(err, dane.ErrNoAddress) {
@@ -247,7 +272,33 @@ func (e *Engine) CheckMX(ctx context.Context, d *Destination, mx string) *Verdic
 		}
 		return deferVerdict(v, ReasonDANERequired, codePolicy, tlsrpt.ResultDANERequired, "DANE is required for this destination but MX host %s %s", v.MX, what)
 	}
-	return e.checkMXSTS(v, d, hs)
+	if lvl.usesSTS() && hs.daneGoverns() && v.MXSecure && !d.stsReady() {
+		// DANE governs this host and nothing in the MTA-STS policy can
+		// refuse it (checkMXSTS: a secure MX RRset and usable TLSA
+		// records overrule the policy's MX list): do not wait for a
+		// policy still being discovered or fetched. CheckConn completes
+		// the verdict's MTA-STS fields.
+		hs.stsPending = true
+		return v
+	}
+	if err := d.waitSTS(ctx); err != nil {
+		return e.checkMXSTS(v, d, hs, stsOutcome{err: err})
+	}
+	return e.checkMXSTS(v, d, hs, d.stsOutcome())
+}
+
+// checkMXGaveUp is CheckMX's verdict when ctx ended before the
+// destination's policy or MX RRset was known: as if that lookup had
+// failed (RFC 7672 §2.1.2).
+func (e *Engine) checkMXGaveUp(d *Destination, mx string, err error) *Verdict {
+	v := &Verdict{Domain: d.Domain, MX: strings.ToLower(strings.TrimSuffix(mx, ".")), Level: e.cfg.DefaultLevel}
+	d.mu.Lock()
+	if d.hosts == nil {
+		d.hosts = map[string]*hostState{}
+	}
+	d.hosts[v.MX] = &hostState{checked: v}
+	d.mu.Unlock()
+	return deferDNS(v, err, "MX")
 }
 
 // daneCanSucceed asks dane.Decide about the best connection a server with
@@ -288,12 +339,13 @@ func (hs *hostState) daneGoverns() bool { return hs.tlsa == dane.TLSAUsable }
 //     detail says the policy was overruled). With an insecure MX RRset
 //     the pattern check is the only protection against a forged MX
 //     answer, so it stands even for hosts with TLSA records.
-func (e *Engine) checkMXSTS(v *Verdict, d *Destination, hs *hostState) *Verdict {
+func (e *Engine) checkMXSTS(v *Verdict, d *Destination, hs *hostState, so stsOutcome) *Verdict {
 	lvl := d.Policy.Level
 	if !lvl.usesSTS() {
 		return v
 	}
-	p := d.stsPolicy()
+	v.STS = so.res
+	p := so.policy()
 	if p != nil {
 		v.STSPolicyID, v.STSMode = p.ID, string(p.Mode)
 	}
@@ -302,8 +354,8 @@ func (e *Engine) checkMXSTS(v *Verdict, d *Destination, hs *hostState) *Verdict 
 		switch {
 		case e.cfg.STS == nil:
 			return deferVerdict(v, ReasonSTSRequired, codePolicy, "", "MTA-STS is required for %s but MTA-STS support is disabled", d.Domain)
-		case p == nil && d.stsErr() != nil:
-			err := d.stsErr()
+		case p == nil && so.failure() != nil:
+			err := so.failure()
 			v.Detail = err.Error()
 			return deferVerdict(v, ReasonSTSFetchFailure, codePolicy, stsResultType(err, tlsrpt.ResultSTSPolicyFetchError),
 				"MTA-STS is required for %s but its policy could not be obtained, will retry", d.Domain)
@@ -317,7 +369,7 @@ func (e *Engine) checkMXSTS(v *Verdict, d *Destination, hs *hostState) *Verdict 
 		}
 	}
 	if p == nil || p.Mode == mtastsfallback.ModeNone {
-		if err := d.stsErr(); p == nil && err != nil && v.Detail == "" {
+		if err := so.failure(); p == nil && err != nil && v.Detail == "" {
 			// Opportunistic delivery goes on; say why MTA-STS did not
 			// apply (the manager logs the failure itself too).
 			v.Detail = err.Error()
@@ -356,21 +408,27 @@ func (e *Engine) checkMXSTS(v *Verdict, d *Destination, hs *hostState) *Verdict 
 		"MX host %s is not listed in the MTA-STS policy of %s", v.MX, d.Domain)
 }
 
-// stsPolicy returns the policy in force for d, nil if none.
-func (d *Destination) stsPolicy() *mtastsfallback.Policy {
-	if d.STS == nil {
-		return nil
-	}
-	return d.STS.Policy
+// stsOutcome is the MTA-STS lookup a decision is made with.
+type stsOutcome struct {
+	res *mtastsfallback.Result
+	err error // invalid domain, or the wait for the lookup ended
 }
 
-// stsErr returns what went wrong discovering d's policy, if anything.
-func (d *Destination) stsErr() error {
-	if d.STSErr != nil {
-		return d.STSErr
+// policy returns the policy in force, nil if none.
+func (so stsOutcome) policy() *mtastsfallback.Policy {
+	if so.res == nil {
+		return nil
 	}
-	if d.STS != nil {
-		return d.STS.Err
+	return so.res.Policy
+}
+
+// failure returns what went wrong discovering the policy, if anything.
+func (so stsOutcome) failure() error {
+	if so.err != nil {
+		return so.err
+	}
+	if so.res != nil {
+		return so.res.Err
 	}
 	return nil
 }
@@ -394,6 +452,16 @@ func (e *Engine) CheckConn(ctx context.Context, d *Destination, mx string, st tl
 	}
 	v := *hs.checked
 	v.TLSVersion = tlsVersionName(st)
+	if hs.stsPending && v.OK() {
+		// CheckMX did not wait for the MTA-STS policy of this
+		// DANE-governed host; the connection's verdict names it, as it
+		// would have. checkMXSTS cannot refuse such a host.
+		so := stsOutcome{err: d.waitSTS(ctx)}
+		if so.err == nil {
+			so = d.stsOutcome()
+		}
+		e.checkMXSTS(&v, d, hs, so)
+	}
 	if !v.OK() {
 		// CheckMX refused this host: no connection to it can be
 		// acceptable, whatever it offers. (A caller that connects anyway,

@@ -26,7 +26,15 @@ type Delivery struct {
 	mu    sync.Mutex
 	msgID string
 	log   Logger
-	dests map[string]*engine.Destination
+	dests map[string]*dest
+}
+
+// dest is one next-hop domain of the delivery: the engine's Destination,
+// whose lookups run in the background from PrepareDomain on, and whether
+// their outcome was logged and counted yet.
+type dest struct {
+	*engine.Destination
+	reported bool
 }
 
 // Delivery starts the policy's work for one message.
@@ -38,10 +46,16 @@ func (s *Service) Delivery(msgID string) *Delivery {
 
 // Reset forgets what was learned, for the next message (maddy reuses
 // delivery objects).
+//
+// The background lookups of the previous message's destinations are
+// released (a lookup another delivery shares goes on for it).
 func (d *Delivery) Reset(msgID string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.dests = map[string]*engine.Destination{}
+	for _, dst := range d.dests {
+		dst.Release()
+	}
+	d.dests = map[string]*dest{}
 	d.msgID = msgID
 	d.log = d.s.log
 	if msgID != "" {
@@ -62,26 +76,40 @@ func (d *Delivery) IsReport() bool {
 	return strings.HasPrefix(d.msgID, ReportMsgIDPrefix)
 }
 
-func (d *Delivery) dest(ctx context.Context, domain string) *engine.Destination {
+// dest returns the destination of domain, starting its lookups if this
+// is the first the delivery hears of it.
+func (d *Delivery) dest(ctx context.Context, domain string) *dest {
 	key := engine.CanonicalDomain(domain)
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	dst, ok := d.dests[key]
-	d.mu.Unlock()
-	if ok {
-		return dst
+	if !ok {
+		dst = &dest{Destination: d.s.eng.Prepare(ctx, key)}
+		d.dests[key] = dst
 	}
-	start := time.Now()
-	dst = d.s.eng.Destination(ctx, key)
-	observeLookup(stageDestination, start)
-	countSTS(dst)
-	d.debugDestination(dst)
-	d.mu.Lock()
-	d.dests[key] = dst
-	d.mu.Unlock()
 	return dst
 }
 
-// PrepareDomain resolves the domain's policy and MX RRset (cached).
+// report observes, counts and logs (debug) the destination's policy, MX
+// and MTA-STS lookups once they are all done; it never waits for them.
+func (d *Delivery) report(dst *dest) {
+	took, ok := dst.Took()
+	d.mu.Lock()
+	if !ok || dst.reported {
+		d.mu.Unlock()
+		return
+	}
+	dst.reported = true
+	d.mu.Unlock()
+	observeDuration(stageDestination, took)
+	countSTS(dst.Destination)
+	d.debugDestination(dst.Destination)
+}
+
+// PrepareDomain starts the lookups for the domain (its policy, MX RRset
+// and MTA-STS policy, then the records of its MX hosts) and returns at
+// once: maddy calls it synchronously before its own MX lookup, and CheckMX
+// waits for what each verdict needs.
 func (d *Delivery) PrepareDomain(ctx context.Context, domain string) { d.dest(ctx, domain) }
 
 // CheckMX vets an MX host before connecting. proceed is false when the
@@ -91,8 +119,9 @@ func (d *Delivery) PrepareDomain(ctx context.Context, domain string) { d.dest(ct
 func (d *Delivery) CheckMX(ctx context.Context, domain, mx string) (v *engine.Verdict, proceed bool) {
 	dst := d.dest(ctx, domain)
 	start := time.Now()
-	v = d.s.eng.CheckMX(ctx, dst, mx)
+	v = d.s.eng.CheckMX(ctx, dst.Destination, mx)
 	observeLookup(stageMX, start)
+	d.report(dst)
 	if !v.OK() {
 		d.logVerdict(v, "mx")
 		return v, d.reportBypass(v)
@@ -106,8 +135,9 @@ func (d *Delivery) CheckMX(ctx context.Context, domain, mx string) (v *engine.Ve
 func (d *Delivery) CheckConn(ctx context.Context, domain, mx string, st tls.ConnectionState) (v *engine.Verdict, proceed bool) {
 	dst := d.dest(ctx, domain)
 	start := time.Now()
-	v = d.s.eng.CheckConn(ctx, dst, mx, st)
+	v = d.s.eng.CheckConn(ctx, dst.Destination, mx, st)
 	observeLookup(stageConn, start)
+	d.report(dst)
 	d.logVerdict(v, "conn")
 	if !v.OK() {
 		return v, d.reportBypass(v)

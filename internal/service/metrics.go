@@ -96,13 +96,19 @@ func registerMetrics(instance string, q *engine.CachedQuerier) (release func()) 
 
 // Values of the stage label of maddy_daneguard_lookup_duration_seconds.
 const (
-	// stageDestination: the domain's policy and its MX RRset, once per
-	// next-hop domain and message.
+	// stageDestination: the domain's policy, MX RRset and MTA-STS
+	// policy, from PrepareDomain until the last of them was known (they
+	// run in the background, beside maddy's own work), once per next-hop
+	// domain and message.
 	stageDestination = "destination"
-	// stageMX: address and TLSA lookups for one MX host, before connecting.
+	// stageMX: the time CheckMX held maddy back for one MX host: waiting
+	// for the policy, the MX RRset and the host's address and TLSA
+	// lookups (started when the MX RRset arrived), and the MTA-STS policy
+	// where the verdict needs it.
 	stageMX = "mx"
 	// stageConn: the check of an established connection (DANE or WebPKI
-	// verification, any lookup CheckMX did not make).
+	// verification, any lookup CheckMX did not make, and what is left of
+	// an MTA-STS lookup CheckMX did not wait for).
 	stageConn = "conn"
 )
 
@@ -110,7 +116,11 @@ const (
 // warm cache the destination and mx stages take well under a millisecond;
 // a cold lookup shows the resolver's latency.
 func observeLookup(stage string, start time.Time) {
-	lookupSeconds.WithLabelValues(stage).Observe(time.Since(start).Seconds())
+	observeDuration(stage, time.Since(start))
+}
+
+func observeDuration(stage string, d time.Duration) {
+	lookupSeconds.WithLabelValues(stage).Observe(d.Seconds())
 }
 
 func verdictCount(v *engine.Verdict) {

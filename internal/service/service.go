@@ -33,6 +33,7 @@ import (
 	mtastsfallback "github.com/maddy-dane/daneguard/mtasts_fallback"
 	policycache "github.com/maddy-dane/daneguard/policy_cache"
 	"github.com/maddy-dane/daneguard/tlsrpt"
+	"golang.org/x/sync/singleflight"
 )
 
 // Logger is what the service needs of the MTA's log. Msg writes a line
@@ -115,7 +116,8 @@ type Service struct {
 	stsDir   string                  // "" : policies in memory
 	rpt      *reporter               // nil: no TLS reporting
 
-	releases  []func() // undo of what New opened, last first
+	warm      singleflight.Group // warmDial, per host
+	releases  []func()           // undo of what New opened, last first
 	cancel    context.CancelFunc
 	loops     sync.WaitGroup // the health and self-check loops
 	closeOnce sync.Once
@@ -164,7 +166,7 @@ func New(s Settings, d Deps) (_ *Service, err error) {
 	if err := svc.newMTASTS(); err != nil {
 		return nil, fmt.Errorf("mtasts_dir: %w", err)
 	}
-	cfg := engine.Config{DNS: svc.dns, DefaultLevel: s.DefaultLevel, Policies: svc.lookupPolicy, Roots: s.Roots}
+	cfg := engine.Config{DNS: svc.dns, DefaultLevel: s.DefaultLevel, Policies: svc.lookupPolicy, Roots: s.Roots, WarmDial: svc.warmDial}
 	if d.Policy != nil {
 		cfg.Policies = d.Policy
 	}
@@ -236,6 +238,24 @@ func (s *Service) release() {
 		s.releases[i]()
 	}
 	s.releases = nil
+}
+
+// warmDial asks the system resolver, in the background, for the AAAA
+// records of an MX host whose lookups just started (engine.Config.WarmDial).
+// maddy dials the host by name through that resolver, asking A and AAAA;
+// the engine asks AAAA only for a host without A records, so without this
+// the dial's AAAA question would be the one cold question left before the
+// connection. The answer is not used; the question is bounded by
+// resolver_timeout and asked once at a time per host.
+func (s *Service) warmDial(ctx context.Context, host string) {
+	go func() {
+		_, _, _ = s.warm.Do(host, func() (any, error) {
+			ctx, cancel := context.WithTimeout(ctx, s.settings.ResolverTimeout)
+			defer cancel()
+			_, err := net.DefaultResolver.LookupIP(ctx, "ip6", host)
+			return nil, err
+		})
+	}()
 }
 
 // Engine returns the decision engine.
