@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a Debian machine: unbound (the
 # validating resolver of the test bed), iproute2 (loopback inside the
-# tests' network namespaces) and postfix, whose posttls-finger is the
-# independent DANE implementation of dane_diff_test.go. Go modules come
-# through the module proxy.
+# tests' network namespaces), postfix, whose posttls-finger is the
+# independent DANE implementation of dane_diff_test.go, and prometheus for
+# its promtool, which checks the alert rules of examples/monitoring. Go
+# modules come through the module proxy.
 set -euo pipefail
 missing=()
 command -v unbound >/dev/null 2>&1 || missing+=(unbound)
 command -v unbound-control >/dev/null 2>&1 || missing+=(unbound)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v posttls-finger >/dev/null 2>&1 || [ -x /usr/sbin/posttls-finger ] || missing+=(postfix)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if ((${#missing[@]})); then
 	if [ "$(id -u)" != 0 ]; then
 		echo "deps: please install as root: apt-get install ${missing[*]}" >&2
@@ -28,5 +30,6 @@ fi
 # namespaces, so it cannot take their port or their connections.
 # Debian starts the unbound service on install where an init system runs;
 # the tests start their own resolvers and need port 53 free only inside
-# their namespaces, so a host service is harmless.
+# their namespaces, so a host service is harmless. The same holds for the
+# prometheus service the package starts: only its promtool is used.
 go mod download

@@ -16,4 +16,13 @@
 //	// once, in the background:
 //	s := &tlsrpt.Sender{Store: st, ...}
 //	go s.Run(ctx)
+//
+// The receiving side (receive.go and received_*.go) takes the reports
+// other MTAs send about the operator's own domains: ParseEmail for
+// RFC 8460 §5.3 report emails, Handler for §5.4 HTTPS POSTs, ParseReport
+// for the §4.4 JSON itself (strict, with errors naming the field), all
+// bounded in size and decompressed size. ReceivedStore keeps them
+// (duplicates by report-id once, retention by day), SummarizeReceived
+// aggregates them per day and policy domain, and ReceivedMetrics counts
+// them for Prometheus with bounded labels.
 package tlsrpt
