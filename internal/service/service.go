@@ -139,7 +139,7 @@ func New(s Settings, d Deps) (svc *Service, err error) {
 	if svc.eng, err = engine.New(cfg); err != nil {
 		return nil, err
 	}
-	registerMetrics(d.Instance, svc.dns)
+	registerMetrics(d.Instance, svc.dns, s.MetricsMaxDestinations)
 	if err := svc.newTLSRPT(); err != nil {
 		return nil, err
 	}

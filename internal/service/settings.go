@@ -36,6 +36,10 @@ type Settings struct {
 	Roots           *x509.CertPool // nil: the system's
 	MTASTS          bool
 	MTASTSDir       string // "": <state>/daneguard/mtasts
+	// MetricsMaxDestinations bounds the destination label of
+	// maddy_daneguard_deferrals_by_destination_total (per process: the
+	// first block's value applies).
+	MetricsMaxDestinations int
 	// TLSRPT is the tlsrpt block; nil when there is none (nothing is
 	// recorded then).
 	TLSRPT *TLSRPTSettings
@@ -72,6 +76,8 @@ func DefaultSettings() Settings {
 		CacheFailureMin: time.Second,
 		CacheFailureMax: 5 * time.Minute,
 		MTASTS:          true,
+
+		MetricsMaxDestinations: 50,
 	}
 }
 
@@ -152,6 +158,15 @@ var Directives = []Directive[Settings]{
 	}},
 	{Name: "mtasts", Set: func(s *Settings, a []string) error { return setBool(&s.MTASTS, a) }},
 	{Name: "mtasts_dir", Set: func(s *Settings, a []string) error { return setString(&s.MTASTSDir, a) }},
+	{Name: "metrics_max_destinations", Set: func(s *Settings, a []string) error {
+		if err := setInt(&s.MetricsMaxDestinations, a); err != nil {
+			return err
+		}
+		if s.MetricsMaxDestinations < 1 || s.MetricsMaxDestinations > 10000 {
+			return errors.New("metrics_max_destinations must be between 1 and 10000")
+		}
+		return nil
+	}},
 }
 
 // TLSRPTDirectives are the directives of the tlsrpt block, except
