@@ -6,6 +6,7 @@
 //	maddy check DOMAIN    show what the policy sees and decides for a domain (docs/checker.md)
 //	maddy tlsrpt list     show the recorded TLS report data (docs/tlsrpt.md)
 //	maddy tlsrpt send     have the running maddy send a day's TLS reports now
+//	maddy tlsrpt received show the TLS reports others sent about our domains (docs/tlsrpt-receiver.md)
 //
 // Account and IMAP management commands (creds, imap-acct, imap-mboxes, ...)
 // live in a maddy package that cannot be linked from outside maddy's module;
