@@ -329,14 +329,14 @@ smtp tcp://%[6]s:25 {
 	// The metrics count what the command shows.
 	s := scrape(t, "http://"+rcvMetrics+"/metrics")
 	for k, v := range map[string]float64{
-		`maddy_daneguard_tlsrpt_received_reports_total{result="accepted",transport="email"}`:            4,
-		`maddy_daneguard_tlsrpt_received_reports_total{result="duplicate",transport="email"}`:           1,
-		`maddy_daneguard_tlsrpt_received_reports_total{result="too-large",transport="email"}`:           1,
-		`maddy_daneguard_tlsrpt_received_reports_total{result="decompression-limit",transport="email"}`: 1,
-		`maddy_daneguard_tlsrpt_received_reports_total{result="malformed",transport="email"}`:           1,
-		`maddy_daneguard_tlsrpt_received_reports_total{result="dkim-required",transport="email"}`:       1,
-		`maddy_daneguard_tlsrpt_received_reports_total{result="accepted",transport="https"}`:            1,
-		`maddy_daneguard_tlsrpt_received_reports_total{result="duplicate",transport="https"}`:           1,
+		`maddy_daneguard_tlsrpt_received_reports_total{result="accepted",transport="email"}`:                                                             4,
+		`maddy_daneguard_tlsrpt_received_reports_total{result="duplicate",transport="email"}`:                                                            1,
+		`maddy_daneguard_tlsrpt_received_reports_total{result="too-large",transport="email"}`:                                                            1,
+		`maddy_daneguard_tlsrpt_received_reports_total{result="decompression-limit",transport="email"}`:                                                  1,
+		`maddy_daneguard_tlsrpt_received_reports_total{result="malformed",transport="email"}`:                                                            1,
+		`maddy_daneguard_tlsrpt_received_reports_total{result="dkim-required",transport="email"}`:                                                        1,
+		`maddy_daneguard_tlsrpt_received_reports_total{result="accepted",transport="https"}`:                                                             1,
+		`maddy_daneguard_tlsrpt_received_reports_total{result="duplicate",transport="https"}`:                                                            1,
 		`maddy_daneguard_tlsrpt_received_sessions_total{organization="Gzip Org",policy_domain="mx.receiver.example",result="success"}`:                   5,
 		`maddy_daneguard_tlsrpt_received_sessions_total{organization="Gzip Org",policy_domain="mx.receiver.example",result="certificate-host-mismatch"}`: 2,
 		`maddy_daneguard_tlsrpt_received_sessions_total{organization="JSON Org",policy_domain="receiver.example",result="success"}`:                      7,
