@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,6 +22,8 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-smtp"
+	"github.com/foxcpp/maddy/framework/config"
+	"github.com/foxcpp/maddy/framework/module"
 	"github.com/maddy-dane/daneguard/internal/testbed/dnsbed"
 	"github.com/maddy-dane/daneguard/internal/testbed/maddybed"
 	"github.com/maddy-dane/daneguard/internal/testbed/pki"
@@ -425,5 +428,47 @@ msgpipeline tlsrpt_out {
 	}
 	if !reflect.DeepEqual(stored, sent) {
 		t.Fatalf("the received report differs from the one sent:\nreceived %s\nsent     %s", js, posted.raw)
+	}
+}
+
+// TestReceiverConfigErrors: malformed receiver directives are start-up
+// errors naming the file and line; a listener that cannot be bound fails
+// the start.
+func TestReceiverConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	leaf := selfSigned(t, "mx.example.org")
+	cert, key := leaf.WriteFiles(t, dir)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	store := config.Node{Name: "store", Args: []string{filepath.Join(dir, "r.db")}, File: "test.conf", Line: 8}
+	for _, tc := range []struct {
+		dirs []config.Node
+		want string
+	}{
+		{[]config.Node{{Name: "keep_days", Args: []string{"0"}}}, "test.conf:9: keep_days must be at least 1"},
+		{[]config.Node{{Name: "max_json_size", Args: []string{"10X"}}}, "test.conf:9: size \"10X\": unknown unit suffix"},
+		{[]config.Node{{Name: "require_dkim", Args: []string{"maybe"}}}, "test.conf:9: bool argument"},
+		{[]config.Node{{Name: "no_such", Args: []string{"1"}}}, "unexpected directive"},
+		{[]config.Node{{Name: "https_listen", Args: []string{"127.0.0.1:0"}}}, "https_listen needs https_cert and https_key"},
+		{[]config.Node{{Name: "https_listen", Args: []string{"127.0.0.1:0"}}, {Name: "https_cert", Args: []string{"/nonexistent"}}, {Name: "https_key", Args: []string{key}}},
+			"https certificate: stat /nonexistent"},
+		{[]config.Node{{Name: "https_listen", Args: []string{busy.Addr().String()}}, {Name: "https_cert", Args: []string{cert}}, {Name: "https_key", Args: []string{key}}},
+			"address already in use"},
+	} {
+		mod, err := module.Get("target.tlsrpt_receiver")("target.tlsrpt_receiver", "r", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range tc.dirs {
+			tc.dirs[i].File, tc.dirs[i].Line = "test.conf", 9
+		}
+		block := config.Node{Name: "target.tlsrpt_receiver", File: "test.conf", Line: 7, Children: append([]config.Node{store}, tc.dirs...)}
+		err = mod.Init(config.NewMap(map[string]interface{}{"hostname": "mx.example.org"}, block))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want one containing %q", tc.dirs, err, tc.want)
+		}
 	}
 }

@@ -12,6 +12,10 @@
 // everything and undoes what it opened when a step fails; Start starts the
 // background work; Close stops it and releases the stores, and may be
 // called after a failed Start or more than once.
+//
+// Receiver (receiver.go) is the same for a `target.tlsrpt_receiver` block:
+// the receiving end of TLS reports other MTAs send about the operator's own
+// domains.
 package service
 
 import (
