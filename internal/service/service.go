@@ -107,9 +107,12 @@ func New(s Settings, d Deps) (svc *Service, err error) {
 		return nil, err
 	}
 	svc = &Service{settings: s, deps: d, log: d.Log}
+	// The returns below set svc to nil before this runs: release through
+	// a copy.
+	opened := svc
 	defer func() {
 		if err != nil {
-			svc.release()
+			opened.release()
 			svc = nil
 		}
 	}()
