@@ -269,7 +269,10 @@ func ParseEmail(r io.Reader, lim Limits) (*Received, error) {
 	}
 	if got.HeaderDomain == "" {
 		warn = append(warn, "no TLS-Report-Domain header field (§5.3)")
-	} else if !reportHasDomain(rep, got.HeaderDomain) {
+	} else if !reportHasDomain(rep, got.HeaderDomain) && !onlyTLSA(rep) {
+		// A tlsa policy's policy-domain is the TLSA base domain (§4.4,
+		// the MX host), which need not be the domain the report is
+		// about: such reports cannot be checked against the field.
 		warn = append(warn, fmt.Sprintf("TLS-Report-Domain %q is not a policy-domain of the report", got.HeaderDomain))
 	}
 	got.Warnings = append(warn, got.Warnings...)
@@ -290,6 +293,15 @@ func (m *mailHeader) from() (string, error) {
 		}
 	}
 	return strings.TrimSpace(v), nil
+}
+
+func onlyTLSA(r *Report) bool {
+	for _, p := range r.Policies {
+		if p.Policy.PolicyType != PolicyTLSA {
+			return false
+		}
+	}
+	return len(r.Policies) > 0
 }
 
 func reportHasDomain(r *Report, d string) bool {

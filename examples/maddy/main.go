@@ -8,6 +8,7 @@
 //	maddy nextkey ...     roll a `tls file` key without breaking DANE (create, status, switch)
 //	maddy tlsrpt list     show the recorded TLS report data (docs/tlsrpt.md)
 //	maddy tlsrpt send     have the running maddy send a day's TLS reports now
+//	maddy tlsrpt received show the TLS reports others sent about our domains (docs/tlsrpt-receiver.md)
 //
 // Account and IMAP management commands (creds, imap-acct, imap-mboxes, ...)
 // live in a maddy package that cannot be linked from outside maddy's module;

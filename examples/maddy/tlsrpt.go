@@ -8,7 +8,9 @@ import (
 )
 
 func init() {
-	extraCommands = append(extraCommands, subcmd.TLSRPT(tlsrptDirsFromConfig))
+	cmd := subcmd.TLSRPT(tlsrptDirsFromConfig)
+	cmd.Subcommands = append(cmd.Subcommands, receivedCommand())
+	extraCommands = append(extraCommands, cmd)
 }
 
 func tlsrptDirsFromConfig(path string) ([]string, error) {

@@ -166,6 +166,9 @@ func (d *Delivery) reportBypass(v *engine.Verdict) bool {
 // "mx" (refused before connecting) or "conn".
 func (d *Delivery) logVerdict(v *engine.Verdict, stage string) {
 	verdictCount(v)
+	if !d.IsReport() {
+		deferralCount(v)
+	}
 	fields := []any{
 		"domain", v.Domain,
 		"mx", v.MX,

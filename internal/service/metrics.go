@@ -7,6 +7,7 @@ import (
 
 	"github.com/maddy-dane/daneguard/internal/engine"
 	policycache "github.com/maddy-dane/daneguard/policy_cache"
+	"github.com/maddy-dane/daneguard/tlsrpt"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -40,6 +41,18 @@ var (
 		Help:      "HTTPS connections opened to MTA-STS policy hosts (deliveries and background refreshes).",
 	})
 
+	// deferrals counts the deferred verdicts per next-hop domain, for the
+	// alert rules of examples/monitoring ("DANE deferrals rising for a
+	// destination", "DNSSEC failures across many destinations"). The
+	// destination label is bounded by destinations.
+	deferrals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "maddy",
+		Subsystem: "daneguard",
+		Name:      "deferrals_by_destination_total",
+		Help:      "Deferred deliveries by next-hop domain (A-labels; beyond metrics_max_destinations distinct domains \"other\"), reason and mechanism.",
+	}, []string{"destination", "reason", "mechanism"})
+	destinations *tlsrpt.LabelCap
+
 	registerOnce sync.Once
 	cacheMu      sync.Mutex
 	// cacheColls holds, per collector name, the DNS caches of the live
@@ -52,11 +65,13 @@ var (
 )
 
 // registerMetrics registers the metrics, once per process, and the DNS
-// cache collector of the named instance. The returned function drops the
-// cache collector again.
-func registerMetrics(instance string, q *engine.CachedQuerier) (release func()) {
+// cache collector of the named instance. The first dane block's
+// metrics_max_destinations bounds the destination label for the process.
+// The returned function drops the cache collector again.
+func registerMetrics(instance string, q *engine.CachedQuerier, maxDestinations int) (release func()) {
 	registerOnce.Do(func() {
-		prometheus.MustRegister(verdicts, lookupSeconds, stsPolicies, stsFetchAttempts)
+		destinations = tlsrpt.NewLabelCap(maxDestinations, nil)
+		prometheus.MustRegister(verdicts, lookupSeconds, stsPolicies, stsFetchAttempts, deferrals)
 	})
 	name := "dns"
 	if instance != "" {
@@ -125,6 +140,17 @@ func observeDuration(stage string, d time.Duration) {
 
 func verdictCount(v *engine.Verdict) {
 	verdicts.WithLabelValues(string(v.Result), string(v.Reason), string(v.Mechanism)).Inc()
+}
+
+// deferralCount counts a deferred delivery for its destination. Report
+// deliveries, which go out despite the verdict (RFC 8460 §5.3), are not
+// deferrals.
+func deferralCount(v *engine.Verdict) {
+	if v.OK() || destinations == nil {
+		return
+	}
+	dst := destinations.Value(engine.CanonicalDomain(v.Domain))
+	deferrals.WithLabelValues(dst, string(v.Reason), string(v.Mechanism)).Inc()
 }
 
 // TLS reporting metrics (docs/tlsrpt.md).

@@ -14,6 +14,10 @@
 // everything and undoes what it opened when a step fails; Start starts the
 // background work; Close stops it and releases the stores, and may be
 // called after a failed Start or more than once.
+//
+// Receiver (receiver.go) is the same for a `target.tlsrpt_receiver` block:
+// the receiving end of TLS reports other MTAs send about the operator's own
+// domains.
 package service
 
 import (
@@ -176,7 +180,7 @@ func New(s Settings, d Deps) (_ *Service, err error) {
 	if svc.eng, err = engine.New(cfg); err != nil {
 		return nil, err
 	}
-	svc.releases = append(svc.releases, registerMetrics(d.Instance, svc.dns))
+	svc.releases = append(svc.releases, registerMetrics(d.Instance, svc.dns, s.MetricsMaxDestinations))
 	if err := svc.newTLSRPT(); err != nil {
 		return nil, err
 	}

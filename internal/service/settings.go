@@ -36,6 +36,10 @@ type Settings struct {
 	Roots           *x509.CertPool // nil: the system's
 	MTASTS          bool
 	MTASTSDir       string // "": <state>/daneguard/mtasts
+	// MetricsMaxDestinations bounds the destination label of
+	// maddy_daneguard_deferrals_by_destination_total (per process: the
+	// first block's value applies).
+	MetricsMaxDestinations int
 	// TLSRPT is the tlsrpt block; nil when there is none (nothing is
 	// recorded then).
 	TLSRPT *TLSRPTSettings
@@ -103,6 +107,8 @@ func DefaultSettings() Settings {
 		// that makes maddy bounce mail (docs/resolver.md).
 		ResolverCheckInterval: 30 * time.Second,
 		Selfcheck:             SelfcheckSettings{Days: 14},
+
+		MetricsMaxDestinations: 50,
 	}
 }
 
@@ -237,6 +243,15 @@ var Directives = []Directive[Settings]{
 				return fmt.Errorf("selfcheck_address: %q is not an IP address", v)
 			}
 			s.Selfcheck.Addresses = append(s.Selfcheck.Addresses, ip)
+		}
+		return nil
+	}},
+	{Name: "metrics_max_destinations", Set: func(s *Settings, a []string) error {
+		if err := setInt(&s.MetricsMaxDestinations, a); err != nil {
+			return err
+		}
+		if s.MetricsMaxDestinations < 1 || s.MetricsMaxDestinations > 10000 {
+			return errors.New("metrics_max_destinations must be between 1 and 10000")
 		}
 		return nil
 	}},
