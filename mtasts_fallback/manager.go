@@ -103,9 +103,18 @@ type Config struct {
 	Logger *slog.Logger
 
 	// MinBackoff is the delay before retrying a domain after its first
-	// failure; it doubles with each further consecutive failure up to
-	// MaxBackoff. Defaults: 1 minute and 1 hour.
+	// failure of the TXT record set (unusable) or of the HTTPS fetch; it
+	// doubles with each further consecutive failure up to MaxBackoff.
+	// Defaults: 1 minute and 1 hour.
 	MinBackoff, MaxBackoff time.Duration
+	// DNSMinBackoff and DNSMaxBackoff are the same schedule for a TXT
+	// lookup that failed (timeout, SERVFAIL, ...): RFC 9520 §3.2 caches a
+	// resolution failure for at least 1 second, backing off up to 5
+	// minutes, the defaults, as policy_cache does for every other lookup.
+	// A longer first delay would leave an enforce-mode domain contacted
+	// for the first time after a short DNS fault without MTA-STS for that
+	// long.
+	DNSMinBackoff, DNSMaxBackoff time.Duration
 	// FetchRetryMin is the shortest delay before fetching the same policy
 	// id again after an HTTPS failure; RFC 8461 §3.3 says five minutes or
 	// longer, which is the default. A new id in the TXT record is fetched
@@ -130,16 +139,42 @@ type Config struct {
 	MaxDomains int
 	// RefreshConcurrency bounds parallel fetches in RefreshNow. Default 4.
 	RefreshConcurrency int
+	// StoreShared tells that other processes (the other servers of a
+	// fleet) write to Store too: before fetching a policy, the Manager
+	// reads the Store again and uses a fresher policy with the TXT
+	// record's id that another server fetched, instead of fetching it
+	// again; a background refresh first adopts a fresher stored policy.
+	StoreShared bool
+	// RefreshLocker, if set, is asked before each background refresh of
+	// a domain, so that the servers sharing a Store do not all fetch the
+	// same policy. See RefreshLocker.
+	RefreshLocker RefreshLocker
 	// LookupTimeout bounds the TXT lookup of one resolution; the whole
 	// resolution is bounded by LookupTimeout + the Fetcher's timeout.
 	// Default 30 seconds.
 	LookupTimeout time.Duration
 }
 
+// RefreshLocker is a lock per domain shared by the servers of a fleet,
+// held while one of them refreshes the domain's policy in the background
+// (RefreshNow).
+type RefreshLocker interface {
+	// LockRefresh tries to take the lock on domain for at most ttl. It
+	// returns ok false when another server holds it: the domain is
+	// skipped this round (that server's policy reaches the shared Store,
+	// and the next round adopts it). unlock releases the lock early. A
+	// locker that cannot tell (its service is down) must return ok true:
+	// a refresh done twice costs one fetch, a refresh not done weakens the
+	// protection RFC 8461 §10.2 wants from it.
+	LockRefresh(ctx context.Context, domain string, ttl time.Duration) (unlock func(), ok bool)
+}
+
 // Defaults of Config.
 const (
 	DefaultMinBackoff         = time.Minute
 	DefaultMaxBackoff         = time.Hour
+	DefaultDNSMinBackoff      = time.Second     // RFC 9520 §3.2
+	DefaultDNSMaxBackoff      = 5 * time.Minute // RFC 9520 §3.2
 	DefaultFetchRetryMin      = 5 * time.Minute
 	DefaultRefreshInterval    = 24 * time.Hour
 	DefaultTickInterval       = time.Hour
@@ -228,6 +263,8 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	def(&m.cfg.MinBackoff, DefaultMinBackoff)
 	def(&m.cfg.MaxBackoff, DefaultMaxBackoff)
+	def(&m.cfg.DNSMinBackoff, DefaultDNSMinBackoff)
+	def(&m.cfg.DNSMaxBackoff, DefaultDNSMaxBackoff)
 	def(&m.cfg.FetchRetryMin, DefaultFetchRetryMin)
 	def(&m.cfg.RefreshInterval, DefaultRefreshInterval)
 	def(&m.cfg.TickInterval, DefaultTickInterval)
@@ -274,8 +311,9 @@ func isNilValue(v any) bool {
 //     fails, an unexpired cached policy stays in force (SourceStale);
 //     without one there is no policy (SourceNone);
 //   - failures are remembered: after a DNS failure the domain is not
-//     looked up again before the backoff delay (MinBackoff, doubling up to
-//     MaxBackoff); after a fetch failure the same id is not fetched again
+//     looked up again before the backoff delay (DNSMinBackoff, doubling up
+//     to DNSMaxBackoff; MinBackoff to MaxBackoff for an unusable TXT
+//     record); after a fetch failure the same id is not fetched again
 //     before that delay or FetchRetryMin, whichever is longer.
 //
 // The returned error is non-nil only if domain is not a valid ASCII domain
@@ -486,6 +524,13 @@ func (m *Manager) resolve(ctx context.Context, d string, force bool) *Result {
 		m.clearFailure(e)
 		return &Result{Domain: d, Policy: cached, Source: SourceCache}
 	}
+	if m.cfg.StoreShared && !force {
+		// Another server may have fetched this id already.
+		if sp := m.reload(e, d); sp != nil && sp.ID == id {
+			m.clearFailure(e)
+			return &Result{Domain: d, Policy: sp, Source: SourceCache}
+		}
+	}
 	if inBackoff && fail.id == id {
 		// RFC 8461 §3.3: do not hammer a Policy Host that failed for
 		// this id.
@@ -513,6 +558,24 @@ func (m *Manager) resolve(ctx context.Context, d string, force bool) *Result {
 		m.log.Debug("mta-sts: policy fetched", attrs...)
 	}
 	return &Result{Domain: d, Policy: p, Source: SourceFetched}
+}
+
+// reload reads d's policy from the store again and keeps it when it was
+// fetched later than the one in memory (by another server sharing the
+// store). It returns the policy in memory afterwards, nil if none is
+// valid.
+func (m *Manager) reload(e *entry, d string) *Policy {
+	now := m.now()
+	p := m.loadStored(d, now)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p != nil && (e.policy == nil || p.FetchedAt.After(e.policy.FetchedAt)) {
+		e.policy = p
+	}
+	if !e.policy.ValidAt(now) {
+		return nil
+	}
+	return e.policy
 }
 
 // live returns p if it is still valid now, else nil.
@@ -569,13 +632,18 @@ func (m *Manager) recordFailure(e *entry, d string, kind failKind, id string, er
 
 // backoff returns the delay after the n-th consecutive failure:
 // MinBackoff·2^(n-1), at most MaxBackoff, and for fetch failures at least
-// FetchRetryMin.
+// FetchRetryMin; for failed TXT lookups DNSMinBackoff·2^(n-1), at most
+// DNSMaxBackoff (RFC 9520 §3.2).
 func (m *Manager) backoff(n int, kind failKind) time.Duration {
-	d := m.cfg.MinBackoff
-	for i := 1; i < n && d < m.cfg.MaxBackoff; i++ {
+	lo, hi := m.cfg.MinBackoff, m.cfg.MaxBackoff
+	if kind == failDNS {
+		lo, hi = m.cfg.DNSMinBackoff, m.cfg.DNSMaxBackoff
+	}
+	d := lo
+	for i := 1; i < n && d < hi; i++ {
 		d *= 2
 	}
-	d = min(d, m.cfg.MaxBackoff)
+	d = min(d, hi)
 	if kind == failFetch {
 		d = max(d, m.cfg.FetchRetryMin)
 	}
@@ -626,6 +694,11 @@ func (m *Manager) RefreshNow(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			unlock, ok := m.claimRefresh(ctx, d)
+			if !ok {
+				return
+			}
+			defer unlock()
 			if _, err := m.do(ctx, d, true); err != nil {
 				m.log.Debug("mta-sts: refresh abandoned", "domain", d, "error", err)
 			}
@@ -633,6 +706,35 @@ func (m *Manager) RefreshNow(ctx context.Context) {
 	}
 	wg.Wait()
 	m.prune(m.now())
+}
+
+// claimRefresh prepares the background refresh of d for a fleet: a
+// fresher policy another server stored is adopted (d may then not be due
+// any more), and the RefreshLocker, if any, must grant its lock. Without
+// either it always says yes.
+func (m *Manager) claimRefresh(ctx context.Context, d string) (unlock func(), ok bool) {
+	nop := func() {}
+	if m.cfg.StoreShared {
+		e := m.acquire(d, m.now())
+		m.reload(e, d)
+		m.release(e)
+		if !m.due(d, m.now()) {
+			m.log.Debug("mta-sts: refreshed by another server", "domain", d)
+			return nop, false
+		}
+	}
+	if m.cfg.RefreshLocker == nil {
+		return nop, true
+	}
+	unlock, ok = m.cfg.RefreshLocker.LockRefresh(ctx, d, m.timeout)
+	if !ok {
+		m.log.Debug("mta-sts: another server is refreshing", "domain", d)
+		return nop, false
+	}
+	if unlock == nil {
+		unlock = nop
+	}
+	return unlock, true
 }
 
 // knownDomains lists the domains in memory and in the Store.

@@ -342,7 +342,7 @@ func TestManagerInvalidTXT(t *testing.T) {
 }
 
 // TestManagerDNSBackoff checks the schedule after consecutive DNS
-// failures: 1, 2, 4, ... minutes, at most an hour.
+// failures: 1, 2, 4, ... seconds, at most five minutes (RFC 9520 §3.2).
 func TestManagerDNSBackoff(t *testing.T) {
 	env := newEnv(t, nil)
 	env.txt.setErr("example.com", errors.New("SERVFAIL"))
@@ -350,15 +350,15 @@ func TestManagerDNSBackoff(t *testing.T) {
 	wantSource(t, r, SourceNone)
 	wantReason(t, r.Err, ReasonPolicyFetchError, CodeDNS)
 	lookups := 1
-	for n := 1; n <= 8; n++ {
-		delay := min(time.Minute<<(n-1), time.Hour)
-		env.clock.Advance(delay - time.Second)
+	for n := 1; n <= 12; n++ {
+		delay := min(time.Second<<(n-1), 5*time.Minute)
+		env.clock.Advance(delay - time.Millisecond)
 		r := mustPolicy(t, env.m, "example.com")
 		wantReason(t, r.Err, ReasonPolicyFetchError, CodeDNS)
 		if got := env.txt.count("example.com"); got != lookups {
 			t.Fatalf("after failure %d: lookup before the %v backoff ended (%d lookups)", n, delay, got)
 		}
-		env.clock.Advance(time.Second)
+		env.clock.Advance(time.Millisecond)
 		mustPolicy(t, env.m, "example.com")
 		lookups++
 		if got := env.txt.count("example.com"); got != lookups {
@@ -833,5 +833,38 @@ func TestManagerNoPolicyPastMaxAge(t *testing.T) {
 	slowFetch.Unlock()
 	if r.Policy != nil {
 		t.Fatalf("policy expired during the fetch applied: source %s, expires %s, now %s", r.Source, r.Policy.Expires, env.clock.Now())
+	}
+}
+
+// TestManagerShortDNSFault is the case RFC 9520's short failure cache is
+// for: the TXT lookup of an enforce-mode domain contacted for the first
+// time fails once (SERVFAIL); two seconds later its policy is in force,
+// where the one-minute backoff of HTTPS and TXT-syntax failures would
+// have left it without MTA-STS for a minute.
+func TestManagerShortDNSFault(t *testing.T) {
+	env := newEnv(t, nil)
+	env.publish("example.com", "1", policyText("enforce", 86400, "mx.example.com"))
+	env.txt.setErr("example.com", errors.New("SERVFAIL"))
+	r := mustPolicy(t, env.m, "example.com")
+	wantSource(t, r, SourceNone)
+	wantReason(t, r.Err, ReasonPolicyFetchError, CodeDNS)
+	env.txt.set("example.com", "v=STSv1; id=1")
+	env.clock.Advance(2 * time.Second)
+	r = mustPolicy(t, env.m, "example.com")
+	wantSource(t, r, SourceFetched)
+	if r.Policy.Mode != ModeEnforce {
+		t.Fatalf("mode %q", r.Policy.Mode)
+	}
+
+	// An unusable TXT record keeps the longer schedule: it is the
+	// domain's error, not a transient resolution failure.
+	env.txt.set("example.org", "v=STSv1; id=not-valid")
+	mustPolicy(t, env.m, "example.org")
+	env.txt.set("example.org", "v=STSv1; id=2")
+	env.site.set("example.org", policyText("enforce", 86400, "mx.example.org"))
+	env.clock.Advance(2 * time.Second)
+	r = mustPolicy(t, env.m, "example.org")
+	if !errors.Is(r.Err, ErrInvalidTXT) || env.site.count("example.org") != 0 {
+		t.Fatalf("TXT-syntax failure retried after 2s: err %v, %d fetches", r.Err, env.site.count("example.org"))
 	}
 }

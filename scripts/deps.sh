@@ -2,14 +2,17 @@
 # Installs what the tests and the demo need on a Debian machine: unbound (the
 # validating resolver of the test bed), iproute2 (loopback inside the
 # tests' network namespaces), postfix, whose posttls-finger is the
-# independent DANE implementation of dane_diff_test.go, and prometheus for
-# its promtool, which checks the alert rules of examples/monitoring. Go
-# modules come through the module proxy.
+# independent DANE implementation of dane_diff_test.go, prometheus for its
+# promtool, which checks the alert rules of examples/monitoring, and
+# redis-server, the shared store of a fleet of nodes (docs/fleet.md; the
+# tests start their own servers on loopback through internal/testbed/redisbed).
+# Go modules come through the module proxy.
 set -euo pipefail
 missing=()
 command -v unbound >/dev/null 2>&1 || missing+=(unbound)
 command -v unbound-control >/dev/null 2>&1 || missing+=(unbound)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v posttls-finger >/dev/null 2>&1 || [ -x /usr/sbin/posttls-finger ] || missing+=(postfix)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if ((${#missing[@]})); then
@@ -28,8 +31,8 @@ fi
 # Should a postfix master run anyway (a machine configured before), it is
 # the host's; the tests bind 127.0.0.x:25 only inside their own network
 # namespaces, so it cannot take their port or their connections.
-# Debian starts the unbound service on install where an init system runs;
-# the tests start their own resolvers and need port 53 free only inside
-# their namespaces, so a host service is harmless. The same holds for the
-# prometheus service the package starts: only its promtool is used.
+# Debian starts the unbound, redis-server and prometheus services on install
+# where an init system runs; the tests start their own resolvers (port 53
+# only inside their namespaces) and Redis servers (on a free loopback port),
+# and only promtool of prometheus is used, so host services are harmless.
 go mod download

@@ -50,6 +50,10 @@ type Sender struct {
 	// Count is told about every report: "built", "sent", "failed"
 	// (given up), "retry", "no-policy", "expired"; nil ignores them.
 	Count func(result string)
+	// Shared, if set, makes this Sender one of a fleet's: reports are
+	// built from the counts of every node and sent by one of them (see
+	// Shared). Nil: reports come from Store alone.
+	Shared Shared
 
 	defaultsOnce sync.Once
 }
@@ -140,6 +144,9 @@ func (s *Sender) Tick(ctx context.Context) error {
 
 func (s *Sender) tick(ctx context.Context) ([]Outcome, error) {
 	s.defaults()
+	if s.Shared != nil {
+		return s.tickShared(ctx)
+	}
 	now := s.now()
 	reqs, err := s.Store.takeRequests()
 	if err != nil {
@@ -226,7 +233,7 @@ func (s *Sender) sendOne(ctx context.Context, day, domain string, st DeliverySta
 		if err != nil {
 			st.LastError = err.Error()
 		}
-		if serr := s.Store.SetState(day, domain, st); serr != nil && out.Err == nil {
+		if serr := s.saveState(ctx, day, domain, st); serr != nil && out.Err == nil {
 			out.Err = serr
 		}
 		s.count(result)
@@ -241,6 +248,9 @@ func (s *Sender) sendOne(ctx context.Context, day, domain string, st DeliverySta
 		return out
 	}
 
+	if early(day, now) {
+		return s.sendEarly(ctx, day, domain, st, now)
+	}
 	pol, err := Discover(ctx, s.LookupTXT, domain)
 	if errors.Is(err, ErrNoPolicy) {
 		st.Done, st.Outcome, st.DoneAt = true, "no-policy", now
@@ -273,7 +283,7 @@ func (s *Sender) sendOne(ctx context.Context, day, domain string, st DeliverySta
 // deliver builds the report and sends it to every rua URI. RFC 8460 §3:
 // the report counts as delivered once one URI accepted it.
 func (s *Sender) deliver(ctx context.Context, day, domain string, pol *Policy, st *DeliveryState, out *Outcome, now time.Time) error {
-	aggs, err := s.Store.Aggregates(day, domain)
+	aggs, err := s.aggregatesFor(ctx, day, domain)
 	if err != nil {
 		return err
 	}

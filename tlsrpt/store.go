@@ -345,6 +345,14 @@ type DeliveryState struct {
 	DoneAt  time.Time `json:"done_at,omitzero"`
 	// SentTo lists the URIs that accepted the report.
 	SentTo []string `json:"sent_to,omitempty"`
+
+	// Early* describe the last report sent on request before the day
+	// ended (see Sender.sendEarly). It covers the day so far; it leaves
+	// the fields above alone, so the complete report still goes out.
+	EarlyAt      time.Time `json:"early_at,omitzero"`
+	EarlyOutcome string    `json:"early_outcome,omitempty"` // "sent" or "failed"
+	EarlyError   string    `json:"early_error,omitempty"`
+	EarlySentTo  []string  `json:"early_sent_to,omitempty"`
 }
 
 // Pending summarizes the records of one day and domain.

@@ -135,8 +135,10 @@ func tlsrptSend(c *cli.Context) error {
 			}
 			mine = append(mine, p)
 			// Tried since the request: done, or an attempt recorded.
+			// A day not over yet gets a partial report (Early* fields).
 			tried := p.State.Done && !p.State.DoneAt.Before(requested.Add(-time.Second)) ||
-				!p.State.FirstAttempt.IsZero() && p.State.Attempts > 0 && !p.Requested
+				!p.State.FirstAttempt.IsZero() && p.State.Attempts > 0 && !p.Requested ||
+				!p.State.EarlyAt.Before(requested.Add(-time.Second)) && !p.Requested
 			if p.Requested || !tried {
 				waiting = true
 			}
@@ -145,6 +147,20 @@ func tlsrptSend(c *cli.Context) error {
 			failed := false
 			sort.Slice(mine, func(i, j int) bool { return mine[i].Domain < mine[j].Domain })
 			for _, p := range mine {
+				if !p.State.EarlyAt.Before(requested.Add(-time.Second)) {
+					// The day is not over: a partial report, the
+					// complete one still goes out after the day ends.
+					fmt.Printf("%s %s: partial report %s", p.Day, p.Domain, p.State.EarlyOutcome)
+					if len(p.State.EarlySentTo) != 0 {
+						fmt.Printf(" (to %s)", strings.Join(p.State.EarlySentTo, ", "))
+					}
+					if p.State.EarlyError != "" {
+						fmt.Printf(": %s", p.State.EarlyError)
+						failed = true
+					}
+					fmt.Println()
+					continue
+				}
 				fmt.Printf("%s %s: %s", p.Day, p.Domain, status(p))
 				if len(p.State.SentTo) != 0 {
 					fmt.Printf(" (to %s)", strings.Join(p.State.SentTo, ", "))
