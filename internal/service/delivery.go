@@ -186,7 +186,7 @@ func (d *Delivery) recordTLSRPT(v *engine.Verdict) {
 		cancel()
 		rec.SendingIP = engine.SendingIP(r.cfg.SendingIP, rec.ReceivingIP)
 	}
-	if err := r.store.Add(time.Now(), rec); err != nil {
+	if err := r.add(time.Now(), rec); err != nil {
 		tlsrptStoreErrors.Inc()
 		d.logger().Error("tlsrpt: recording failed", err, "domain", v.Domain, "mx", v.MX)
 		return

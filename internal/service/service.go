@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/maddy-dane/daneguard/dane"
+	"github.com/maddy-dane/daneguard/fleet"
 	"github.com/maddy-dane/daneguard/internal/engine"
 	mtastsfallback "github.com/maddy-dane/daneguard/mtasts_fallback"
 	policycache "github.com/maddy-dane/daneguard/policy_cache"
@@ -82,6 +83,7 @@ type Service struct {
 	sts      *mtastsfallback.Manager // nil: MTA-STS off
 	stsDir   string                  // "" : policies in memory
 	rpt      *reporter               // nil: no TLS reporting
+	fleet    *fleetState             // nil: no shared store
 
 	releases  []func() // undo of what New opened, last first
 	cancel    context.CancelFunc
@@ -103,9 +105,12 @@ func New(s Settings, d Deps) (svc *Service, err error) {
 		return nil, err
 	}
 	svc = &Service{settings: s, deps: d, log: d.Log}
+	// The returns below set svc to nil before this runs: keep the object
+	// whose releases must run.
+	built := svc
 	defer func() {
 		if err != nil {
-			svc.release()
+			built.release()
 			svc = nil
 		}
 	}()
@@ -126,6 +131,9 @@ func New(s Settings, d Deps) (svc *Service, err error) {
 		MinFailureTTL: s.CacheFailureMin,
 		MaxFailureTTL: s.CacheFailureMax,
 	}, svc.debugQuery)
+	if err := svc.openFleet(); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
 	if err := svc.newMTASTS(); err != nil {
 		return nil, fmt.Errorf("mtasts_dir: %w", err)
 	}
@@ -159,6 +167,7 @@ func (s *Service) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	go s.dns.Cache().RunSweeper(ctx, sweepInterval)
+	s.startFleet()
 	if s.sts != nil {
 		go s.sts.Run(ctx)
 		s.log.DebugMsg("MTA-STS enabled", "mtasts_dir", s.stsDir)
@@ -222,6 +231,7 @@ func (s *Service) newMTASTS() error {
 		dir = DefaultMTASTSDir(s.deps.StateDir)
 	}
 	var store mtastsfallback.Store
+	var locker mtastsfallback.RefreshLocker
 	switch {
 	case s.deps.NoRun:
 		// verify-config and the checker: check the directory but write
@@ -242,8 +252,15 @@ func (s *Service) newMTASTS() error {
 		if err != nil {
 			return err
 		}
-		store = st
 		s.releases = append(s.releases, release)
+		layered, shared, err := s.fleetPolicies(dir, st)
+		if err != nil {
+			return err
+		}
+		store = layered
+		if shared != nil {
+			locker = shared
+		}
 	}
 	dialer := &net.Dialer{Timeout: 30 * time.Second}
 	mgr, err := mtastsfallback.NewManager(mtastsfallback.Config{
@@ -257,8 +274,12 @@ func (s *Service) newMTASTS() error {
 				return dialer.DialContext(ctx, network, addr)
 			},
 		},
-		Store:      store,
-		IsNotFound: func(err error) bool { return errors.Is(err, policycache.ErrNotFound) },
+		Store: store,
+		// With a shared store, other nodes write policies too, and one
+		// node refreshes each domain (fleet.go).
+		StoreShared:   locker != nil,
+		RefreshLocker: locker,
+		IsNotFound:    func(err error) bool { return errors.Is(err, policycache.ErrNotFound) },
 		Logger:     slog.New(&slogHandler{l: s.log}),
 	})
 	if err != nil {
@@ -273,8 +294,18 @@ func (s *Service) newMTASTS() error {
 type reporter struct {
 	cfg    TLSRPTSettings
 	store  *tlsrpt.Store
+	shared *fleet.SharedReports // nil: no shared store
 	sender *tlsrpt.Sender
 	first  bool // this service runs the sender of its store
+}
+
+// add records a session: in the local store, which a shared store's push
+// loop then reads (never waiting on the shared store).
+func (r *reporter) add(t time.Time, rec tlsrpt.Record) error {
+	if r.shared != nil {
+		return r.shared.Add(t, rec)
+	}
+	return r.store.Add(t, rec)
 }
 
 // newTLSRPT opens the report store and builds the sender. Reporting never
@@ -297,6 +328,10 @@ func (s *Service) newTLSRPT() error {
 		s.log.Error("tlsrpt store cannot be opened; TLS reports are disabled", err, "dir", c.Dir)
 		return nil
 	}
+	sr, err := s.fleetReports(c, st)
+	if err != nil {
+		return fmt.Errorf("tlsrpt: %w", err)
+	}
 	client := &http.Client{Timeout: c.HTTPTimeout}
 	if c.HTTPRoots != nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -304,7 +339,7 @@ func (s *Service) newTLSRPT() error {
 		client.Transport = tr
 	}
 	lg := s.log
-	s.rpt = &reporter{cfg: *c, store: st, first: first, sender: &tlsrpt.Sender{
+	s.rpt = &reporter{cfg: *c, store: st, shared: sr, first: first, sender: &tlsrpt.Sender{
 		Store:        st,
 		Meta:         tlsrpt.ReportMeta{OrganizationName: c.Organization, ContactInfo: c.Contact},
 		From:         c.From,
@@ -318,6 +353,10 @@ func (s *Service) newTLSRPT() error {
 		Submit:       s.deps.SubmitReport,
 		Log:          func(msg string, kv ...any) { lg.Msg("tlsrpt "+msg, kv...) },
 		Count:        func(result string) { tlsrptReports.WithLabelValues(result).Inc() },
+		Now:          reportNow,
 	}}
+	if sr != nil {
+		s.rpt.sender.Shared = sr
+	}
 	return nil
 }

@@ -39,6 +39,9 @@ type Settings struct {
 	// TLSRPT is the tlsrpt block; nil when there is none (nothing is
 	// recorded then).
 	TLSRPT *TLSRPTSettings
+	// Store is the shared store of a fleet (the store block, fleet.go);
+	// nil: the embedded stores only.
+	Store *StoreSettings
 }
 
 // TLSRPTSettings is the `tlsrpt { }` block. deliver_to is the glue's
@@ -94,6 +97,11 @@ type Directive[T any] struct {
 	// Repeat: the directive may appear more than once (policy).
 	Repeat bool
 	Set    func(s *T, args []string) error
+	// Block, if set, are the directives of the directive's { } block,
+	// applied after Set; Done, if set, runs after them and checks the
+	// block as a whole.
+	Block []Directive[T]
+	Done  func(s *T) error
 }
 
 // Directives are the directives of the dane block, except the two that
