@@ -280,7 +280,7 @@ func (s *Service) newMTASTS() error {
 		StoreShared:   locker != nil,
 		RefreshLocker: locker,
 		IsNotFound:    func(err error) bool { return errors.Is(err, policycache.ErrNotFound) },
-		Logger:     slog.New(&slogHandler{l: s.log}),
+		Logger:        slog.New(&slogHandler{l: s.log}),
 	})
 	if err != nil {
 		return err
