@@ -424,7 +424,9 @@ msgpipeline tlsrpt_out {
 	}
 	fds = p["failure-details"].([]any)
 	fd = fds[0].(map[string]any)
-	if len(fds) != 1 || fd["result-type"] != "certificate-not-trusted" || fd["receiving-mx-hostname"] != "mx.bad.example" ||
+	// A TLSA mismatch: RFC 8460 §4.3.1 certificate-host-mismatch (the
+	// certificate does not adhere to the DANE policy; docs/tlsrpt.md).
+	if len(fds) != 1 || fd["result-type"] != "certificate-host-mismatch" || fd["receiving-mx-hostname"] != "mx.bad.example" ||
 		fd["receiving-ip"] != ipBad || fd["sending-mta-ip"] != "127.0.0.1" || num(fd["failed-session-count"]) != nBad || fd["failure-reason-code"] == "" {
 		t.Fatalf("bad.example failure details %v", fds)
 	}
