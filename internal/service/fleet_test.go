@@ -102,7 +102,7 @@ func TestStoreDirective(t *testing.T) {
 	}
 }
 
-func fleetSettings(t *testing.T, url, dir string) Settings {
+func fleetSettings(t testing.TB, url, dir string) Settings {
 	t.Helper()
 	s := DefaultSettings()
 	s.Resolvers = []string{"127.0.0.1:53"}

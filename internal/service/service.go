@@ -82,6 +82,7 @@ type Service struct {
 	eng      *engine.Engine
 	sts      *mtastsfallback.Manager // nil: MTA-STS off
 	stsDir   string                  // "" : policies in memory
+	stsStore mtastsfallback.Store    // the manager's store; nil in memory
 	rpt      *reporter               // nil: no TLS reporting
 	fleet    *fleetState             // nil: no shared store
 
@@ -285,7 +286,7 @@ func (s *Service) newMTASTS() error {
 	if err != nil {
 		return err
 	}
-	s.sts, s.stsDir = mgr, dir
+	s.sts, s.stsDir, s.stsStore = mgr, dir, store
 	s.releases = append(s.releases, func() { _ = mgr.Close() })
 	return nil
 }
