@@ -138,22 +138,37 @@ func (p *Policy) Init(cfg *config.Map) error {
 // file and line of its directive.
 func declare[T any](cfg *config.Map, ds []service.Directive[T], into *T) {
 	for _, d := range ds {
-		set := func(n config.Node) error {
-			if len(n.Children) != 0 {
+		set := func(m *config.Map, n config.Node) error {
+			if len(n.Children) != 0 && d.Block == nil {
 				return config.NodeErr(n, "can't declare block here")
 			}
 			if err := d.Set(into, n.Args); err != nil {
 				return config.NodeErr(n, "%v", err)
 			}
+			if d.Block == nil {
+				return nil
+			}
+			// A block directive (store): its children, then the block
+			// as a whole, each error with its own line.
+			cm := config.NewMap(m.Globals, n)
+			declare(cm, d.Block, into)
+			if _, err := cm.Process(); err != nil {
+				return err
+			}
+			if d.Done != nil {
+				if err := d.Done(into); err != nil {
+					return config.NodeErr(n, "%v", err)
+				}
+			}
 			return nil
 		}
 		if d.Repeat {
-			cfg.Callback(d.Name, func(_ *config.Map, n config.Node) error { return set(n) })
+			cfg.Callback(d.Name, set)
 			continue
 		}
 		// Custom rejects a repeated directive with its line.
-		cfg.Custom(d.Name, false, false, nil, func(_ *config.Map, n config.Node) (interface{}, error) {
-			return nil, set(n)
+		cfg.Custom(d.Name, false, false, nil, func(m *config.Map, n config.Node) (interface{}, error) {
+			return nil, set(m, n)
 		}, nil)
 	}
 }

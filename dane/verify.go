@@ -127,11 +127,16 @@ const (
 // reporting. It returns "" for reasons that are not failures of their own.
 func (r Reason) ResultType() string {
 	switch r {
-	case ReasonNameMismatch:
+	case ReasonNameMismatch, ReasonNoMatch:
+		// RFC 8460 §4.3.1: certificate-host-mismatch is a certificate that
+		// "did not adhere to the constraints specified in the ... DANE
+		// policy"; the TLSA records are those constraints. A mismatch is
+		// not a PKIX trust failure (DANE-EE ignores CAs, RFC 7672 §3.1.1)
+		// nor a broken record (tlsa-invalid, §4.3.2.1). docs/tlsrpt.md.
 		return tlsrpt.ResultCertificateHostMismatch
 	case ReasonExpired:
 		return tlsrpt.ResultCertificateExpired
-	case ReasonNoMatch, ReasonChainBuild, ReasonConstraint, ReasonNotYetValid:
+	case ReasonChainBuild, ReasonConstraint, ReasonNotYetValid:
 		return tlsrpt.ResultCertificateNotTrusted
 	case ReasonNoUsableRecords:
 		return tlsrpt.ResultTLSAInvalid

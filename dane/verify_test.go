@@ -808,7 +808,7 @@ func TestReasonResultType(t *testing.T) {
 		ReasonNameMismatch:    "certificate-host-mismatch",
 		ReasonExpired:         "certificate-expired",
 		ReasonNotYetValid:     "certificate-not-trusted",
-		ReasonNoMatch:         "certificate-not-trusted",
+		ReasonNoMatch:         "certificate-host-mismatch",
 		ReasonChainBuild:      "certificate-not-trusted",
 		ReasonConstraint:      "certificate-not-trusted",
 		ReasonNoUsableRecords: "tlsa-invalid",

@@ -116,7 +116,7 @@ func (s *Settings) LoadCA(file string) error {
 	if !pool.AppendCertsFromPEM(pem) {
 		return fmt.Errorf("%w: tls ca %s: no PEM certificate", ErrBadSettings, file)
 	}
-	s.useTLS().RootCAs = pool
+	s.EnableTLS().RootCAs = pool
 	return nil
 }
 
@@ -126,11 +126,13 @@ func (s *Settings) LoadClientCert(certFile, keyFile string) error {
 	if err != nil {
 		return fmt.Errorf("%w: tls client certificate: %v", ErrBadSettings, err)
 	}
-	s.useTLS().Certificates = []tls.Certificate{c}
+	s.EnableTLS().Certificates = []tls.Certificate{c}
 	return nil
 }
 
-func (s *Settings) useTLS() *tls.Config {
+// EnableTLS turns TLS on (TLS 1.2 or later, the system roots unless LoadCA
+// sets others) and returns the configuration.
+func (s *Settings) EnableTLS() *tls.Config {
 	if s.TLS == nil {
 		s.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 	}

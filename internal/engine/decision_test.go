@@ -160,7 +160,7 @@ func want(r row) outcome {
 			return noTLS
 		}
 		if r.tlsa == tlsaMismatch {
-			return refuse("conn", engine.ReasonDANEMismatch, "4.7.5", "certificate-not-trusted")
+			return refuse("conn", engine.ReasonDANEMismatch, "4.7.5", "certificate-host-mismatch")
 		}
 		if !r.mxSecure {
 			return pass(engine.Authenticated, engine.ReasonDANEMatchInsecure) // §2.2.1

@@ -144,3 +144,43 @@ func stsPolicyStrings(v *Verdict) []string {
 	}
 	return out
 }
+
+// ProviderDomain is the domain of an MX host whose "_smtp._tls" record
+// also receives the DANE results of sessions with that host: the host
+// name without its first label (mx1.provider.example -> provider.example),
+// when at least two labels remain. A hosting provider runs the MX hosts of
+// many recipient domains and publishes TLSA records under its own name
+// (the TLSA base domain is its host name, RFC 8460 §1.1), so it is the
+// one able to act on a DANE failure; the recipient domain may publish no
+// TLSRPT record at all. The parent is taken as written, without a
+// public-suffix list: the zone the MX host lives in is the one its
+// operator controls, and a TLD is never asked (docs/tlsrpt.md).
+func ProviderDomain(mx string) string {
+	mx = CanonicalDomain(mx)
+	_, parent, ok := strings.Cut(mx, ".")
+	if !ok || !strings.Contains(parent, ".") {
+		return ""
+	}
+	return parent
+}
+
+// ProviderRecord is the copy of a DANE record that goes to the MX host's
+// domain (ProviderDomain), when that differs from the recipient domain.
+// Only records of policy type tlsa qualify: an MTA-STS or no-policy result
+// is about the recipient domain's own policy. The caller records it only
+// if that domain publishes a TLSRPT record.
+func ProviderRecord(rec tlsrpt.Record) (tlsrpt.Record, bool) {
+	if rec.PolicyType != tlsrpt.PolicyTLSA {
+		return rec, false
+	}
+	pd := ProviderDomain(rec.MXHost)
+	if pd == "" || pd == CanonicalDomain(rec.Domain) {
+		return rec, false
+	}
+	out := rec
+	out.Domain = pd
+	if out.PolicyDomain == "" {
+		out.PolicyDomain = rec.Domain
+	}
+	return out, true
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/maddy-dane/daneguard/internal/engine"
 	mtastsfallback "github.com/maddy-dane/daneguard/mtasts_fallback"
+	"github.com/maddy-dane/daneguard/tlsrpt"
 )
 
 // ReportMsgIDPrefix starts the message ID of every report email the glue
@@ -219,16 +220,45 @@ func (d *Delivery) recordTLSRPT(v *engine.Verdict) {
 		cancel()
 		rec.SendingIP = engine.SendingIP(r.cfg.SendingIP, rec.ReceivingIP)
 	}
-	if err := r.store.Add(time.Now(), rec); err != nil {
-		tlsrptStoreErrors.Inc()
-		d.logger().Error("tlsrpt: recording failed", err, "domain", v.Domain, "mx", v.MX)
+	now := time.Now()
+	if !d.addRecord(now, rec) {
 		return
+	}
+	// The same DANE result for the MX host's own domain (a hosting
+	// provider's), if it differs from the recipient domain and asks for
+	// reports (engine.ProviderDomain).
+	if prec, ok := engine.ProviderRecord(rec); ok && d.s.publishesTLSRPT(prec.Domain) {
+		d.addRecord(now, prec)
+	}
+}
+
+// addRecord stores one record and counts it; false if the store failed.
+func (d *Delivery) addRecord(now time.Time, rec tlsrpt.Record) bool {
+	if err := d.s.rpt.add(now, rec); err != nil {
+		tlsrptStoreErrors.Inc()
+		d.logger().Error("tlsrpt: recording failed", err, "domain", rec.Domain, "mx", rec.MXHost)
+		return false
 	}
 	result := "success"
 	if !rec.Success {
 		result = rec.ResultType
 	}
 	tlsrptRecords.WithLabelValues(string(rec.PolicyType), result).Inc()
+	return true
+}
+
+// providerLookupTimeout bounds the TLSRPT lookup of an MX host's domain on
+// the delivery path; the answer is cached with its TTL like every lookup.
+const providerLookupTimeout = 2 * time.Second
+
+// publishesTLSRPT tells whether domain has a valid TLSRPT record. A lookup
+// that fails (timeout, SERVFAIL) counts as no: the copy for the provider
+// is a courtesy and must not hold up the delivery.
+func (s *Service) publishesTLSRPT(domain string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), providerLookupTimeout)
+	defer cancel()
+	_, err := tlsrpt.Discover(ctx, s.dns.LookupTXT, domain)
+	return err == nil
 }
 
 // countSTS records the MTA-STS policy lookup a delivery made.

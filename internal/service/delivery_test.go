@@ -56,7 +56,7 @@ func TestTLSRPTSkipsReportDeliveries(t *testing.T) {
 	}
 	lg := newTestLog()
 	s := &Service{log: lg, rpt: &reporter{store: st}, dns: engine.NewCachedQuerier(failQuerier{}, policycache.Config{}, nil)}
-	v := &engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Deferred, Reason: engine.ReasonDANEMismatch, Mechanism: engine.MechDANE, ReportType: "certificate-not-trusted"}
+	v := &engine.Verdict{Domain: "d.example", MX: "mx.d.example", Result: engine.Deferred, Reason: engine.ReasonDANEMismatch, Mechanism: engine.MechDANE, ReportType: "certificate-host-mismatch"}
 	report, ordinary := s.Delivery(ReportMsgIDPrefix+"0123"), s.Delivery("ordinary-1")
 	report.recordTLSRPT(v)
 	ordinary.recordTLSRPT(v)

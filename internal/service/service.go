@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/maddy-dane/daneguard/dane"
+	"github.com/maddy-dane/daneguard/fleet"
 	"github.com/maddy-dane/daneguard/internal/engine"
 	mtastsfallback "github.com/maddy-dane/daneguard/mtasts_fallback"
 	policycache "github.com/maddy-dane/daneguard/policy_cache"
@@ -118,7 +119,9 @@ type Service struct {
 	eng      *engine.Engine
 	sts      *mtastsfallback.Manager // nil: MTA-STS off
 	stsDir   string                  // "" : policies in memory
+	stsStore mtastsfallback.Store    // the manager's store; nil in memory
 	rpt      *reporter               // nil: no TLS reporting
+	fleet    *fleetState             // nil: no shared store
 
 	warm      singleflight.Group // warmDial, per host
 	releases  []func()           // undo of what New opened, last first
@@ -167,6 +170,9 @@ func New(s Settings, d Deps) (_ *Service, err error) {
 		MinFailureTTL: s.CacheFailureMin,
 		MaxFailureTTL: s.CacheFailureMax,
 	}, svc.debugQuery)
+	if err := svc.openFleet(); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
 	if err := svc.newMTASTS(); err != nil {
 		return nil, fmt.Errorf("mtasts_dir: %w", err)
 	}
@@ -210,6 +216,7 @@ func (s *Service) Start() error {
 		go func() { defer s.loops.Done(); s.runSelfcheck(ctx, s.settings.Selfcheck.Interval) }()
 	}
 	go s.dns.Cache().RunSweeper(ctx, sweepInterval)
+	s.startFleet()
 	if s.sts != nil {
 		go s.sts.Run(ctx)
 		s.log.DebugMsg("MTA-STS enabled", "mtasts_dir", s.stsDir)
@@ -288,6 +295,7 @@ func (s *Service) newMTASTS() error {
 		dir = DefaultMTASTSDir(s.deps.StateDir)
 	}
 	var store mtastsfallback.Store
+	var locker mtastsfallback.RefreshLocker
 	switch {
 	case s.deps.NoRun:
 		// verify-config and the checker: check the directory but write
@@ -308,8 +316,15 @@ func (s *Service) newMTASTS() error {
 		if err != nil {
 			return err
 		}
-		store = st
 		s.releases = append(s.releases, release)
+		layered, shared, err := s.fleetPolicies(dir, st)
+		if err != nil {
+			return err
+		}
+		store = layered
+		if shared != nil {
+			locker = shared
+		}
 	}
 	dialer := &net.Dialer{Timeout: 30 * time.Second}
 	mgr, err := mtastsfallback.NewManager(mtastsfallback.Config{
@@ -323,14 +338,18 @@ func (s *Service) newMTASTS() error {
 				return dialer.DialContext(ctx, network, addr)
 			},
 		},
-		Store:      store,
-		IsNotFound: func(err error) bool { return errors.Is(err, policycache.ErrNotFound) },
-		Logger:     slog.New(&slogHandler{l: s.log}),
+		Store: store,
+		// With a shared store, other nodes write policies too, and one
+		// node refreshes each domain (fleet.go).
+		StoreShared:   locker != nil,
+		RefreshLocker: locker,
+		IsNotFound:    func(err error) bool { return errors.Is(err, policycache.ErrNotFound) },
+		Logger:        slog.New(&slogHandler{l: s.log}),
 	})
 	if err != nil {
 		return err
 	}
-	s.sts, s.stsDir = mgr, dir
+	s.sts, s.stsDir, s.stsStore = mgr, dir, store
 	s.releases = append(s.releases, func() { _ = mgr.Close() })
 	return nil
 }
@@ -340,8 +359,18 @@ type reporter struct {
 	cfg    TLSRPTSettings
 	path   string // the store's file
 	store  *tlsrpt.Store
+	shared *fleet.SharedReports // nil: no shared store
 	sender *tlsrpt.Sender
 	stop   func() // set while this reporter's sender runs
+}
+
+// add records a session: in the local store, which a shared store's push
+// loop then reads (never waiting on the shared store).
+func (r *reporter) add(t time.Time, rec tlsrpt.Record) error {
+	if r.shared != nil {
+		return r.shared.Add(t, rec)
+	}
+	return r.store.Add(t, rec)
 }
 
 // newTLSRPT opens the report store and builds the sender. Reporting never
@@ -364,6 +393,10 @@ func (s *Service) newTLSRPT() error {
 		s.log.Error("tlsrpt store cannot be opened; TLS reports are disabled", err, "dir", c.Dir)
 		return nil
 	}
+	sr, err := s.fleetReports(c, st)
+	if err != nil {
+		return fmt.Errorf("tlsrpt: %w", err)
+	}
 	client := &http.Client{Timeout: c.HTTPTimeout}
 	if c.HTTPRoots != nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -371,7 +404,7 @@ func (s *Service) newTLSRPT() error {
 		client.Transport = tr
 	}
 	lg := s.log
-	s.rpt = &reporter{cfg: *c, path: TLSRPTStorePath(c.Dir), store: st, sender: &tlsrpt.Sender{
+	s.rpt = &reporter{cfg: *c, path: TLSRPTStorePath(c.Dir), store: st, shared: sr, sender: &tlsrpt.Sender{
 		Store:        st,
 		Meta:         tlsrpt.ReportMeta{OrganizationName: c.Organization, ContactInfo: c.Contact},
 		From:         c.From,
@@ -385,6 +418,10 @@ func (s *Service) newTLSRPT() error {
 		Submit:       s.deps.SubmitReport,
 		Log:          func(msg string, kv ...any) { lg.Msg("tlsrpt "+msg, kv...) },
 		Count:        func(result string) { tlsrptReports.WithLabelValues(result).Inc() },
+		Now:          reportNow,
 	}}
+	if sr != nil {
+		s.rpt.sender.Shared = sr
+	}
 	return nil
 }

@@ -49,6 +49,9 @@ type Settings struct {
 	// Selfcheck is the background self-check of the server's own inbound
 	// DANE and MTA-STS (docs/own-domain.md).
 	Selfcheck SelfcheckSettings
+	// Store is the shared store of a fleet (the store block, fleet.go);
+	// nil: the embedded stores only.
+	Store *StoreSettings
 }
 
 // SelfcheckSettings are the selfcheck_* directives.
@@ -131,6 +134,11 @@ type Directive[T any] struct {
 	// Repeat: the directive may appear more than once (policy).
 	Repeat bool
 	Set    func(s *T, args []string) error
+	// Block, if set, are the directives of the directive's { } block,
+	// applied after Set; Done, if set, runs after them and checks the
+	// block as a whole.
+	Block []Directive[T]
+	Done  func(s *T) error
 }
 
 // Directives are the directives of the dane block, except the two that

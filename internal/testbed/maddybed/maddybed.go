@@ -37,6 +37,7 @@ func repoRoot() string {
 type build struct {
 	dir  string // module directory to build in; "" is this repository's root
 	pkg  string
+	tags string // -tags, if any
 	once sync.Once
 	path string
 	err  error
@@ -51,7 +52,11 @@ func (b *build) binary(t testing.TB) string {
 			return
 		}
 		b.path = filepath.Join(dir, "maddy")
-		cmd := exec.Command("go", "build", "-o", b.path, b.pkg)
+		args := []string{"build", "-o", b.path}
+		if b.tags != "" {
+			args = append(args, "-tags", b.tags)
+		}
+		cmd := exec.Command("go", append(args, b.pkg)...)
 		cmd.Dir = b.dir
 		if cmd.Dir == "" {
 			cmd.Dir = repoRoot()
@@ -67,12 +72,20 @@ func (b *build) binary(t testing.TB) string {
 }
 
 var (
-	custom = &build{pkg: "./examples/maddy"}
-	stock  = &build{pkg: "github.com/foxcpp/maddy/cmd/maddy"}
+	custom    = &build{pkg: "./examples/maddy"}
+	testClock = &build{pkg: "./examples/maddy", tags: "daneguard_testclock"}
+	stock     = &build{pkg: "github.com/foxcpp/maddy/cmd/maddy"}
 )
 
 // Binary builds examples/maddy once and returns its path.
 func Binary(t testing.TB) string { return custom.binary(t) }
+
+// TestClockBinary builds examples/maddy with the build tag
+// daneguard_testclock once and returns its path: a maddy whose TLS report
+// clock runs ahead of the real one by the duration in the file named by
+// the environment variable DANEGUARD_TEST_CLOCK_FILE (see
+// internal/service/testclock.go), so that tests can end a day at once.
+func TestClockBinary(t testing.TB) string { return testClock.binary(t) }
 
 // StockBinary builds maddy's own command, github.com/foxcpp/maddy/cmd/maddy
 // at the version this module depends on (v0.8.2), once, and returns its
@@ -136,6 +149,8 @@ type Options struct {
 	// connection while it has carried no more than conn_reuse_limit
 	// messages, so 1 still allows two.)
 	NoConnReuse bool
+	// Env is added to maddy's environment.
+	Env []string
 }
 
 // Maddy is a running maddy process.
@@ -227,7 +242,7 @@ func Start(t testing.TB, o Options) *Maddy {
 	if err := os.WriteFile(m.Config, []byte(o.render(dir)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m.launch(bin, nil)
+	m.launch(bin, o.Env)
 	return m
 }
 
@@ -308,6 +323,15 @@ func (m *Maddy) launch(bin string, env []string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Kill ends maddy with SIGKILL, as a crash would, and waits for it.
+func (m *Maddy) Kill() {
+	if m.cmd.Process == nil {
+		return
+	}
+	_ = m.cmd.Process.Kill()
+	<-m.done
 }
 
 // Stop terminates maddy (idempotent).
