@@ -457,13 +457,13 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	s.wait()
 	resp := s.handle(req, isTCP)
-	// Taken before the write, so that a query the client sends on
-	// receiving this answer is always logged as arriving after it.
-	answered := time.Now()
+	// Logged before the write, so that a query the client sends on
+	// receiving this answer is always logged as arriving after it, and a
+	// client that has its answer finds it in the log.
+	s.record(req, resp, received, time.Now(), isTCP)
 	if resp != nil {
 		_ = w.WriteMsg(resp)
 	}
-	s.record(req, resp, received, answered, isTCP)
 }
 
 // handle counts a query, applies faults and builds the response; nil means
