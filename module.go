@@ -30,7 +30,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
-	"sync"
 
 	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-smtp"
@@ -130,7 +129,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 	// maddy does not close mx_auth policies at shutdown; the hook does.
 	hooks.AddHook(hooks.EventShutdown, func() { _ = svc.Close() })
 	p.svc = svc
-	trackInstance(p)
+	service.RecordConfigured(service.ConfiguredBlock{Settings: s, PolicyTable: deps.PolicyTable})
 	return nil
 }
 
@@ -376,37 +375,4 @@ func submitVia(tgt module.DeliveryTarget) tlsrpt.SubmitFunc {
 		}
 		return d.Commit(ctx)
 	}
-}
-
-// Initialized policy instances, in the order maddy initialized them, for
-// the operator's checker (`maddy check --config ...`), which builds its
-// own service from an instance's settings and policy table.
-var (
-	instancesMu sync.Mutex
-	instances   []*Policy
-)
-
-func trackInstance(p *Policy) {
-	instancesMu.Lock()
-	instances = append(instances, p)
-	instancesMu.Unlock()
-}
-
-// Instances returns the policy instances initialized so far in this
-// process.
-func Instances() []*Policy {
-	instancesMu.Lock()
-	defer instancesMu.Unlock()
-	return append([]*Policy(nil), instances...)
-}
-
-// Settings returns the validated settings of an initialized instance.
-func (p *Policy) Settings() service.Settings { return p.svc.Settings() }
-
-// PolicyTable returns the instance's policy_table lookup, nil without one.
-func (p *Policy) PolicyTable() service.TableLookup {
-	if p.table == nil {
-		return nil
-	}
-	return p.table.Lookup
 }

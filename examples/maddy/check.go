@@ -9,7 +9,7 @@ import (
 	"github.com/foxcpp/maddy/framework/config"
 	"github.com/foxcpp/maddy/framework/hooks"
 	"github.com/foxcpp/maddy/framework/module"
-	"github.com/maddy-dane/daneguard"
+	"github.com/maddy-dane/daneguard/internal/service"
 	"github.com/maddy-dane/daneguard/internal/subcmd"
 )
 
@@ -27,13 +27,13 @@ func loadDaneBlock(path string) (subcmd.DaneBlock, error) {
 	if err != nil {
 		return subcmd.DaneBlock{}, err
 	}
-	return subcmd.DaneBlock{Settings: inst.Settings(), PolicyTable: inst.PolicyTable(), Hostname: hostname, Done: done}, nil
+	return subcmd.DaneBlock{Settings: inst.Settings, PolicyTable: inst.PolicyTable, Hostname: hostname, Done: done}, nil
 }
 
 // loadDaneConfig initializes the configuration like `maddy run` would,
 // without starting endpoints or queues, and returns the first `dane { }`
 // policy it built. done releases what the configuration opened.
-func loadDaneConfig(path string) (*daneguard.Policy, string, func(), error) {
+func loadDaneConfig(path string) (*service.ConfiguredBlock, string, func(), error) {
 	nodes, err := readConfig(path)
 	if err != nil {
 		return nil, "", nil, err
@@ -58,12 +58,12 @@ func loadDaneConfig(path string) (*daneguard.Policy, string, func(), error) {
 		done()
 		return nil, "", nil, err
 	}
-	before := len(daneguard.Instances())
+	before := len(service.Configured())
 	if _, err := initRemoteTargets(mods); err != nil {
 		done()
 		return nil, "", nil, err
 	}
-	insts := daneguard.Instances()[before:]
+	insts := service.Configured()[before:]
 	if len(insts) == 0 {
 		done()
 		return nil, "", nil, fmt.Errorf("%w in %s", errNoDaneBlock, path)
@@ -72,5 +72,5 @@ func loadDaneConfig(path string) (*daneguard.Policy, string, func(), error) {
 		fmt.Fprintf(os.Stderr, "note: %d dane blocks in %s; using the first\n", len(insts), path)
 	}
 	hostname, _ := globals["hostname"].(string)
-	return insts[0], hostname, done, nil
+	return &insts[0], hostname, done, nil
 }

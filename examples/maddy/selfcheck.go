@@ -77,7 +77,7 @@ func runSelfcheck(c *cli.Context) error {
 		return scUsage("configuration: %v", err)
 	default:
 		defer done()
-		settings = inst.Settings()
+		settings = inst.Settings
 	}
 	opts := selfcheck.Options{
 		Hostname: mc.Hostname, Domains: mc.Domains, Days: c.Int("days"),

@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -106,6 +107,34 @@ func (d *Deps) SetMaddyGlobals(g map[string]interface{}) {
 	if t, ok := g["tls"].(*tls.Config); ok && t != nil {
 		d.ServerTLS = t
 	}
+}
+
+// ConfiguredBlock is a dane block as an MTA glue configured it, for the
+// operator's checker (`maddy check --config`), which builds a service of its
+// own from the block's settings and policy table.
+type ConfiguredBlock struct {
+	Settings    Settings
+	PolicyTable TableLookup // nil: none
+}
+
+var (
+	configuredMu sync.Mutex
+	configured   []ConfiguredBlock
+)
+
+// RecordConfigured notes a block the glue configured, in configuration
+// order.
+func RecordConfigured(b ConfiguredBlock) {
+	configuredMu.Lock()
+	configured = append(configured, b)
+	configuredMu.Unlock()
+}
+
+// Configured returns the blocks configured so far in this process.
+func Configured() []ConfiguredBlock {
+	configuredMu.Lock()
+	defer configuredMu.Unlock()
+	return slices.Clone(configured)
 }
 
 // Service is what one dane block runs.
