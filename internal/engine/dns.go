@@ -25,6 +25,8 @@ type CachedQuerier struct {
 	q       dane.Querier
 	cache   *policycache.Cache[QueryKey, *dane.Answer]
 	onQuery QueryObserver
+	// fetchTimeout is the cache's, for the questions of Uncached.
+	fetchTimeout time.Duration
 }
 
 // QueryKey is the cache key of one DNS question.
@@ -35,7 +37,11 @@ type QueryKey struct {
 
 // NewCachedQuerier builds the cache in front of q. onQuery may be nil.
 func NewCachedQuerier(q dane.Querier, cfg policycache.Config, onQuery QueryObserver) *CachedQuerier {
-	return &CachedQuerier{q: q, cache: policycache.New[QueryKey, *dane.Answer](cfg), onQuery: onQuery}
+	timeout := cfg.FetchTimeout
+	if timeout <= 0 {
+		timeout = policycache.DefaultFetchTimeout
+	}
+	return &CachedQuerier{q: q, cache: policycache.New[QueryKey, *dane.Answer](cfg), onQuery: onQuery, fetchTimeout: timeout}
 }
 
 // Cache exposes the cache, for metrics and the sweeper.
@@ -56,6 +62,28 @@ func (c *CachedQuerier) Query(ctx context.Context, name string, qtype uint16) (*
 		}
 		return a, a.TTL, nil
 	})
+}
+
+// Uncached returns a querier that asks the resolver behind c directly:
+// its answers are neither taken from the cache nor stored in it, and it
+// counts no cache lookup (the observer still sees each question). It
+// serves the CNAME probe of a cold MX host (dane.Discoverer.CNAMEProbe),
+// a hint whose answer decides nothing. Each question is bounded by the
+// cache's fetch timeout, as a cached fetch is.
+func (c *CachedQuerier) Uncached() dane.Querier { return uncached{c} }
+
+type uncached struct{ c *CachedQuerier }
+
+func (u uncached) Query(ctx context.Context, name string, qtype uint16) (*dane.Answer, error) {
+	ctx, cancel := context.WithTimeout(ctx, u.c.fetchTimeout)
+	defer cancel()
+	name = strings.ToLower(dns.Fqdn(name))
+	start := time.Now()
+	a, err := u.c.q.Query(ctx, name, qtype)
+	if u.c.onQuery != nil {
+		u.c.onQuery(name, qtype, a, err, time.Since(start))
+	}
+	return a, err
 }
 
 // Forget implements dane.Forgetter: it drops the cached answer or failure
