@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -58,6 +59,22 @@ type Discoverer struct {
 	// Forgetter, an ignored failure is forgotten, so that it can never
 	// answer a later lookup.
 	SpeculativeTLSA bool
+	// CNAMEProbe, with SpeculativeTLSA, makes LookupHost also ask the
+	// server name's CNAME record, through CNAMEProbe, beside its address
+	// records. A CNAME record comes from the server name's own zone and
+	// usually arrives well before the address answer, which must follow
+	// the alias into the target's zone and validate it; the TLSA RRset
+	// at the CNAME's target is then asked at once, in flight with the
+	// target's address records, instead of after them (RFC 7672 §2.2.3).
+	// That early answer is used only when the address answer's expanded
+	// name is that very target and the sequential procedure asks its
+	// TLSA RRset; otherwise it is dropped (a failure forgotten, as for
+	// SpeculativeTLSA) and the question asked in its turn. Only one alias
+	// is looked ahead: a longer chain ends elsewhere and falls back to the
+	// sequential order. The probe's answer itself decides nothing; a
+	// caller that caches Q passes a querier here that does not fill that
+	// cache. The result of LookupHost is the same with or without it.
+	CNAMEProbe Querier
 }
 
 // Forgetter is implemented by caching Queriers: Forget drops the cached
@@ -172,6 +189,11 @@ func (d *Discoverer) LookupHost(ctx context.Context, host string) (*Host, error)
 		spec = d.startTLSA(ctx, hostOwner)
 		defer spec.discard(d.Q)
 	}
+	var probe *cnameProbe
+	if spec != nil && d.CNAMEProbe != nil {
+		probe = d.startProbe(ctx, host)
+		defer probe.close(d.Q)
+	}
 
 	// RFC 7672 §2.2.2: address records first, both to learn whether the
 	// server is reachable and to learn the security of the CNAME chain.
@@ -225,8 +247,12 @@ func (d *Discoverer) LookupHost(ctx context.Context, host string) (*Host, error)
 	var expanded *tlsaQuery
 	if spec != nil && len(candidates) > 1 {
 		// RFC 7672 §2.2.3: the expanded name's TLSA RRset comes first;
-		// the original's is already on its way.
-		expanded = d.startTLSA(ctx, d.tlsaOwner(candidates[0]))
+		// the original's is already on its way, and so is the
+		// expanded name's when the CNAME probe named it.
+		expanded = probe.take(d.tlsaOwner(candidates[0]))
+		if expanded == nil {
+			expanded = d.startTLSA(ctx, d.tlsaOwner(candidates[0]))
+		}
 	}
 	for _, base := range candidates {
 		owner := d.tlsaOwner(base)
@@ -324,6 +350,68 @@ func (q *tlsaQuery) discard(qr Querier) {
 			f.Forget(q.owner, dns.TypeTLSA)
 		}
 	}()
+}
+
+// cnameProbe is the CNAME question of CNAMEProbe and the TLSA question at
+// its target that its answer starts.
+type cnameProbe struct {
+	mu     sync.Mutex
+	closed bool       // LookupHost took or dropped the result; start nothing more
+	tlsa   *tlsaQuery // the TLSA question at the CNAME's target, once started
+}
+
+func (d *Discoverer) startProbe(ctx context.Context, host string) *cnameProbe {
+	p := &cnameProbe{}
+	go func() {
+		ans, err := d.CNAMEProbe.Query(ctx, host, dns.TypeCNAME)
+		if err != nil {
+			return // the address lookup decides; nothing was started
+		}
+		var target string
+		for _, rr := range ans.Records {
+			if c, ok := rr.(*dns.CNAME); ok && strings.EqualFold(c.Hdr.Name, host) {
+				target = strings.ToLower(dns.Fqdn(c.Target))
+				break
+			}
+		}
+		if target == "" || target == host {
+			return
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !p.closed {
+			p.tlsa = d.startTLSA(ctx, d.tlsaOwner(target))
+		}
+	}()
+	return p
+}
+
+// take returns the TLSA question the probe started when it was asked at
+// owner, marked used; nil otherwise (the probe had not answered yet, or
+// named another target). Nothing is started after take.
+func (p *cnameProbe) take(owner string) *tlsaQuery {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	if p.tlsa == nil || p.tlsa.owner != owner {
+		return nil
+	}
+	p.tlsa.used = true
+	return p.tlsa
+}
+
+// close runs when LookupHost returns: a TLSA question the procedure did
+// not take is discarded as a speculative one is.
+func (p *cnameProbe) close(qr Querier) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	if p.tlsa != nil {
+		p.tlsa.discard(qr)
+	}
 }
 
 func (d *Discoverer) port() int {

@@ -31,6 +31,9 @@ const (
 	envDelay = "DANEGUARD_COLD_DELAY" // authoritative round-trip time; default 50ms
 	envOut   = "DANEGUARD_COLD_OUT"   // file the report is also written to
 	envSetup = "DANEGUARD_COLD_SETUPS"
+	// envOnly limits the run to these destinations (comma-separated row
+	// labels, e.g. "CNAME'd MX"), for iterating on one of them.
+	envOnly = "DANEGUARD_COLD_ONLY"
 )
 
 // setup is one way of running maddy.
@@ -227,6 +230,17 @@ func TestColdDelivery(t *testing.T) {
 	}
 
 	w := buildWorld(t)
+	if v := os.Getenv(envOnly); v != "" {
+		var only []*destination
+		for _, name := range strings.Split(v, ",") {
+			i := slices.IndexFunc(w.dests, func(d *destination) bool { return d.name == name })
+			if i < 0 {
+				t.Fatalf("%s: unknown destination %q", envOnly, name)
+			}
+			only = append(only, w.dests[i])
+		}
+		w.dests = only
+	}
 	// Build the binaries before anything is timed.
 	maddybed.Binary(t)
 	if slices.ContainsFunc(use, func(s setup) bool { return s.stock }) {

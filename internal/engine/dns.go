@@ -9,6 +9,7 @@ import (
 	"github.com/maddy-dane/daneguard/dane"
 	policycache "github.com/maddy-dane/daneguard/policy_cache"
 	"github.com/miekg/dns"
+	"golang.org/x/sync/singleflight"
 )
 
 // QueryObserver is told of every question that reached the resolver (cache
@@ -25,6 +26,10 @@ type CachedQuerier struct {
 	q       dane.Querier
 	cache   *policycache.Cache[QueryKey, *dane.Answer]
 	onQuery QueryObserver
+	// fetchTimeout is the cache's, for the questions of Uncached;
+	// uncached collapses identical ones in flight.
+	fetchTimeout time.Duration
+	uncached     singleflight.Group
 }
 
 // QueryKey is the cache key of one DNS question.
@@ -35,7 +40,11 @@ type QueryKey struct {
 
 // NewCachedQuerier builds the cache in front of q. onQuery may be nil.
 func NewCachedQuerier(q dane.Querier, cfg policycache.Config, onQuery QueryObserver) *CachedQuerier {
-	return &CachedQuerier{q: q, cache: policycache.New[QueryKey, *dane.Answer](cfg), onQuery: onQuery}
+	timeout := cfg.FetchTimeout
+	if timeout <= 0 {
+		timeout = policycache.DefaultFetchTimeout
+	}
+	return &CachedQuerier{q: q, cache: policycache.New[QueryKey, *dane.Answer](cfg), onQuery: onQuery, fetchTimeout: timeout}
 }
 
 // Cache exposes the cache, for metrics and the sweeper.
@@ -56,6 +65,35 @@ func (c *CachedQuerier) Query(ctx context.Context, name string, qtype uint16) (*
 		}
 		return a, a.TTL, nil
 	})
+}
+
+// Uncached returns a querier that asks the resolver behind c directly:
+// its answers are neither taken from the cache nor stored in it, and it
+// counts no cache lookup (the observer still sees each question). It
+// serves the CNAME probe of a cold MX host (dane.Discoverer.CNAMEProbe),
+// a hint whose answer decides nothing. Identical questions in flight are
+// asked once (many deliveries to one cold destination probe it once);
+// each is bounded by the cache's fetch timeout, as a cached fetch is.
+func (c *CachedQuerier) Uncached() dane.Querier { return uncached{c} }
+
+type uncached struct{ c *CachedQuerier }
+
+func (u uncached) Query(ctx context.Context, name string, qtype uint16) (*dane.Answer, error) {
+	name = strings.ToLower(dns.Fqdn(name))
+	v, err, _ := u.c.uncached.Do(name+"/"+dns.TypeToString[qtype], func() (any, error) {
+		ctx, cancel := context.WithTimeout(ctx, u.c.fetchTimeout)
+		defer cancel()
+		start := time.Now()
+		a, err := u.c.q.Query(ctx, name, qtype)
+		if u.c.onQuery != nil {
+			u.c.onQuery(name, qtype, a, err, time.Since(start))
+		}
+		return a, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*dane.Answer), nil
 }
 
 // Forget implements dane.Forgetter: it drops the cached answer or failure

@@ -86,8 +86,11 @@ type Config struct {
 type Engine struct {
 	cfg  Config
 	disc *dane.Discoverer
-	// aheadDisc is disc with speculative TLSA queries, for Prepare.
+	// aheadDisc is disc with speculative TLSA queries, for Prepare;
+	// coldDisc adds the CNAME probe, for a host whose address records
+	// are not cached.
 	aheadDisc *dane.Discoverer
+	coldDisc  *dane.Discoverer
 	now       func() time.Time
 	roots     *x509.CertPool
 	rootErr   error
@@ -106,7 +109,11 @@ func New(cfg Config) (*Engine, error) {
 		// beside their address questions; dane.Discoverer uses the
 		// answer only where RFC 7672 §2.2.2's order would have asked it
 		// (docs/cache.md). Destination keeps the prescribed order.
-		aheadDisc: &dane.Discoverer{Q: cfg.DNS, SpeculativeTLSA: true}}
+		aheadDisc: &dane.Discoverer{Q: cfg.DNS, SpeculativeTLSA: true},
+		// A cold host also has its CNAME record asked, outside the
+		// cache, so that an alias's target has its TLSA question asked
+		// beside the target's address records (docs/cache.md).
+		coldDisc: &dane.Discoverer{Q: cfg.DNS, SpeculativeTLSA: true, CNAMEProbe: cfg.DNS.Uncached()}}
 	if e.now == nil {
 		e.now = time.Now
 	}

@@ -18,13 +18,16 @@ import (
 // MTA may connect. Prepare asks each one as soon as what it depends on is
 // known, all in the background:
 //
-//	policy entry ─┬─ MX RRset ─┬─ host 1: A ‖ TLSA ─(CNAME)─ TLSA of the expanded name
+//	policy entry ─┬─ MX RRset ─┬─ host 1: A ‖ TLSA ‖ CNAME ─(alias)─ TLSA of its target
 //	              │            └─ host 2: A ‖ TLSA ─ ...
 //	              └─ MTA-STS: _mta-sts TXT ─ policy fetch
 //
-// CheckMX then waits only for what its verdict needs. Every question goes
-// through the engine's one CachedQuerier, which collapses identical
-// questions in flight: the lookups CheckMX would have made itself are the
+// The CNAME probe of a cold host is only a hint: it goes to the resolver
+// outside the cache and decides nothing; it lets the TLSA question at an
+// alias's target leave while the target's address records are still being
+// resolved and validated. CheckMX then waits only for what its verdict
+// needs. Every other question goes through the engine's one CachedQuerier,
+// which collapses identical questions in flight: the lookups CheckMX would have made itself are the
 // very ones under way, so a warm destination asks nothing more than before
 // and the verdicts are those of the sequential procedure (docs/cache.md).
 
@@ -130,15 +133,23 @@ func (bg *prefetch) finish(ch chan struct{}) {
 }
 
 // lookupHostAsync starts the lookups of one MX host: its address records
-// and, beside them, the TLSA RRset (dane.Discoverer.SpeculativeTLSA).
+// and, beside them, the TLSA RRset (dane.Discoverer.SpeculativeTLSA) and,
+// when the address records are not cached, the CNAME record outside the
+// cache (dane.Discoverer.CNAMEProbe).
 func (e *Engine) lookupHostAsync(ctx context.Context, host string) *hostLookup {
-	if e.cfg.WarmDial != nil && !e.cfg.DNS.Fresh(host, dns.TypeA) {
-		e.cfg.WarmDial(ctx, host)
+	disc := e.aheadDisc
+	if !e.cfg.DNS.Fresh(host, dns.TypeA) {
+		// Cold: the dial's AAAA, and the CNAME probe (never for a
+		// cached host: a warm delivery asks nothing).
+		if e.cfg.WarmDial != nil {
+			e.cfg.WarmDial(ctx, host)
+		}
+		disc = e.coldDisc
 	}
 	hl := &hostLookup{done: make(chan struct{})}
 	go func() {
 		defer close(hl.done)
-		hl.host, hl.err = e.aheadDisc.LookupHost(ctx, host)
+		hl.host, hl.err = disc.LookupHost(ctx, host)
 	}()
 	return hl
 }

@@ -399,3 +399,174 @@ func TestWarmDeliveryAsksNothing(t *testing.T) {
 		t.Fatalf("dial warm-ups: %d cold (want 2), %d more when warm (want 0)", coldWarm, warm-coldWarm)
 	}
 }
+
+// cnameWorld is cold.example whose MX host mx.cold.example is an alias
+// (a secure chain) to chain's last name, whose TLSA RRset matches leaf.
+// The probe answers mx.cold.example's CNAME question with probeTarget.
+func cnameWorld(t *testing.T, leaf *pki.Leaf, probeTarget string, chain ...string) mapQuerier {
+	q := mapQuerier{}
+	host := "mx.cold.example."
+	q[key("cold.example", dns.TypeMX)] = answer("cold.example.", dns.TypeMX, true,
+		&dns.MX{Hdr: rrHdr("cold.example", dns.TypeMX), Preference: 10, Mx: host})
+	var cnames []*dns.CNAME
+	from := host
+	for _, to := range chain {
+		cnames = append(cnames, &dns.CNAME{Hdr: rrHdr(from, dns.TypeCNAME), Target: dns.Fqdn(to)})
+		from = dns.Fqdn(to)
+	}
+	a := answer(host, dns.TypeA, true, &dns.A{Hdr: rrHdr(from, dns.TypeA), A: net.IPv4(192, 0, 2, 7)})
+	a.CNAMEs, a.Target = cnames, from
+	q[key(host, dns.TypeA)] = a
+	q[key(host, dns.TypeCNAME)] = answer(host, dns.TypeCNAME, true, &dns.CNAME{Hdr: rrHdr(host, dns.TypeCNAME), Target: dns.Fqdn(probeTarget)})
+	owner := "_25._tcp." + from
+	q[key(owner, dns.TypeTLSA)] = answer(owner, dns.TypeTLSA, true, pki.TLSARR(t, owner, 3, 1, 1, leaf.Cert))
+	q[key("_25._tcp."+host, dns.TypeTLSA)] = answer("_25._tcp."+host, dns.TypeTLSA, true)
+	return q
+}
+
+// sequentialVerdicts is what the checker's path (Destination: RFC 7672
+// §2.2.2's order, no speculation, no probe) decides for mx on a fresh
+// engine over q.
+func sequentialVerdicts(t *testing.T, q mapQuerier, mx string, st tls.ConnectionState) (*engine.Verdict, *engine.Verdict) {
+	t.Helper()
+	e, err := engine.New(engine.Config{DNS: engine.NewCachedQuerier(q, policycache.Config{}, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := e.Destination(tctx(t), "cold.example")
+	return e.CheckMX(tctx(t), d, mx), e.CheckConn(tctx(t), d, mx, st)
+}
+
+func sameVerdict(t *testing.T, what string, got, want *engine.Verdict) {
+	t.Helper()
+	if got.Result != want.Result || got.Reason != want.Reason || got.Mechanism != want.Mechanism || got.TLSABase != want.TLSABase || got.Detail != want.Detail {
+		t.Fatalf("%s: %+v, sequential order gives %+v", what, got, want)
+	}
+}
+
+// TestPrepareCNAMETargetTLSAWithTargetA: for a cold MX host that is an
+// alias, the CNAME probe names the target and the target's TLSA question
+// is in flight while the address answer (which must follow the alias and
+// validate the target's zone) is still held back. The verdict is the
+// sequential one, the target's TLSA question is asked once, and the probe
+// leaves nothing in the cache.
+func TestPrepareCNAMETargetTLSAWithTargetA(t *testing.T) {
+	leaf := pki.SelfSigned(t, pki.LeafOptions{DNSNames: []string{"mail.hoster.example"}})
+	q := cnameWorld(t, leaf, "mail.hoster.example", "mail.hoster.example")
+	g := newGatedDNS(q)
+	releaseA := g.hold("mx.cold.example", dns.TypeA)
+	defer releaseA()
+	cq := engine.NewCachedQuerier(g, policycache.Config{}, nil)
+	e, err := engine.New(engine.Config{DNS: cq})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := e.Prepare(context.Background(), "cold.example")
+	defer d.Release()
+	target := key("_25._tcp.mail.hoster.example", dns.TypeTLSA)
+	g.expectAsked(t, "alias", key("mx.cold.example", dns.TypeA), key("mx.cold.example", dns.TypeCNAME), target)
+	releaseA()
+
+	st := tls.ConnectionState{HandshakeComplete: true, Version: tls.VersionTLS13, ServerName: "mx.cold.example", PeerCertificates: leafChain(leaf)}
+	v := e.CheckMX(tctx(t), d, "mx.cold.example")
+	cv := e.CheckConn(tctx(t), d, "mx.cold.example", st)
+	wantAuthenticated(t, cv)
+	if v.TLSABase != "mail.hoster.example" {
+		t.Fatalf("TLSA base %q, want the expanded name", v.TLSABase)
+	}
+	seqMX, seqConn := sequentialVerdicts(t, q, "mx.cold.example", st)
+	sameVerdict(t, "CheckMX", v, seqMX)
+	sameVerdict(t, "CheckConn", cv, seqConn)
+	n := 0
+	for _, k := range g.questions() {
+		if k == target {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("target TLSA asked %d times, want once: %v", n, g.questions())
+	}
+	if cq.Fresh("mx.cold.example", dns.TypeCNAME) {
+		t.Fatal("the CNAME probe's answer is in the cache")
+	}
+	if s := cq.Cache().Stats(); s.Fetches != 4 {
+		// MX, A, the host's own TLSA (speculative) and the target's TLSA.
+		t.Fatalf("cache fetched %d answers, want 4 (the probe is not one of them)", s.Fetches)
+	}
+}
+
+// TestPrepareCNAMEProbeMismatch: a double alias (mx.cold.example →
+// relay.hoster.example → mail.hoster.example). The probe names the first
+// hop only, so the TLSA question it starts (which fails here) is not the
+// one RFC 7672 §2.2.3 asks: it is ignored and forgotten, and the expanded
+// name's TLSA question is asked after the address answer, as in the
+// sequential order, with the same verdict.
+func TestPrepareCNAMEProbeMismatch(t *testing.T) {
+	leaf := pki.SelfSigned(t, pki.LeafOptions{DNSNames: []string{"mail.hoster.example"}})
+	q := cnameWorld(t, leaf, "relay.hoster.example", "relay.hoster.example", "mail.hoster.example")
+	hop := "_25._tcp.relay.hoster.example."
+	q[key(hop, dns.TypeTLSA)] = &dane.LookupError{Name: hop, Type: dns.TypeTLSA, Kind: dane.ErrServFail, Rcode: dns.RcodeServerFailure, EDE: -1}
+	g := newGatedDNS(q)
+	releaseA := g.hold("mx.cold.example", dns.TypeA)
+	defer releaseA()
+	cq := engine.NewCachedQuerier(g, policycache.Config{}, nil)
+	e, err := engine.New(engine.Config{DNS: cq})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := e.Prepare(context.Background(), "cold.example")
+	defer d.Release()
+	g.expectAsked(t, "double alias", key("mx.cold.example", dns.TypeA), key("mx.cold.example", dns.TypeCNAME), key(hop, dns.TypeTLSA))
+	final := key("_25._tcp.mail.hoster.example", dns.TypeTLSA)
+	// The address answer is still held: nothing but it can name the
+	// final target, so its TLSA question has not been asked.
+	for _, k := range g.questions() {
+		if k == final {
+			t.Fatalf("final target's TLSA asked before the address answer: %v", g.questions())
+		}
+	}
+	releaseA()
+	st := tls.ConnectionState{HandshakeComplete: true, Version: tls.VersionTLS13, ServerName: "mx.cold.example", PeerCertificates: leafChain(leaf)}
+	v := e.CheckMX(tctx(t), d, "mx.cold.example")
+	cv := e.CheckConn(tctx(t), d, "mx.cold.example", st)
+	wantAuthenticated(t, cv)
+	seqMX, seqConn := sequentialVerdicts(t, q, "mx.cold.example", st)
+	sameVerdict(t, "CheckMX", v, seqMX)
+	sameVerdict(t, "CheckConn", cv, seqConn)
+	if v.TLSABase != "mail.hoster.example" {
+		t.Fatalf("TLSA base %q, want the final expanded name", v.TLSABase)
+	}
+	deadline := time.After(10 * time.Second)
+	for cq.Fresh(hop, dns.TypeTLSA) {
+		select {
+		case <-deadline:
+			t.Fatal("the ignored TLSA failure at the first hop stays cached")
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// TestWarmDeliveryNoCNAMEProbe: once an alias MX host is cached, a delivery
+// asks nothing, the CNAME probe included.
+func TestWarmDeliveryNoCNAMEProbe(t *testing.T) {
+	leaf := pki.SelfSigned(t, pki.LeafOptions{DNSNames: []string{"mail.hoster.example"}})
+	g := newGatedDNS(cnameWorld(t, leaf, "mail.hoster.example", "mail.hoster.example"))
+	e, err := engine.New(engine.Config{DNS: engine.NewCachedQuerier(g, policycache.Config{}, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := tls.ConnectionState{HandshakeComplete: true, Version: tls.VersionTLS13, ServerName: "mx.cold.example", PeerCertificates: leafChain(leaf)}
+	deliverOne := func() {
+		d := e.Prepare(context.Background(), "cold.example")
+		defer d.Release()
+		wantAuthenticated(t, e.CheckConn(tctx(t), d, "mx.cold.example", st))
+	}
+	deliverOne()
+	cold := len(g.questions())
+	for range 3 {
+		deliverOne()
+	}
+	if n := len(g.questions()) - cold; n != 0 {
+		t.Fatalf("warm deliveries asked %d questions: %v", n, g.questions()[cold:])
+	}
+}
