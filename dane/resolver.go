@@ -18,6 +18,27 @@ type Querier interface {
 	Query(ctx context.Context, name string, qtype uint16) (*Answer, error)
 }
 
+// LookupTXT is the one TXT lookup of daneguard, for both the MTA-STS
+// discovery record (RFC 8461 §3.1) and the TLS-RPT record (RFC 8460 §3).
+// Both RFCs join the strings of one record without separator. CNAMEs are
+// followed by the resolver. A missing record (NXDOMAIN or NODATA) is an
+// empty result with a nil error, which mtastsfallback reads as "no MTA-STS
+// record" and tlsrpt as "no reporting policy"; a failed lookup is an
+// error, and both retry later.
+func LookupTXT(ctx context.Context, q Querier, name string) ([]string, error) {
+	a, err := q.Query(ctx, name, dns.TypeTXT)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, rr := range a.Records {
+		if t, ok := rr.(*dns.TXT); ok {
+			out = append(out, strings.Join(t.Txt, ""))
+		}
+	}
+	return out, nil
+}
+
 // Answer is the result of one DNSSEC-aware query that the resolver answered
 // with NOERROR or NXDOMAIN. Every other outcome is a *LookupError.
 type Answer struct {

@@ -108,25 +108,12 @@ func (c *CachedQuerier) Fresh(name string, qtype uint16) bool {
 	return c.cache.Fresh(QueryKey{strings.ToLower(dns.Fqdn(name)), qtype})
 }
 
-// LookupTXT is the one TXT lookup of daneguard, for both the MTA-STS
-// discovery record (_mta-sts.<domain>, RFC 8461 §3.1) and the TLS-RPT
-// record (_smtp._tls.<domain>, RFC 8460 §3). Both RFCs join the strings
-// of one record without separator. CNAMEs are followed by the resolver. A
-// missing record (NXDOMAIN or NODATA) is an empty result with a nil error,
-// which mtastsfallback reads as "no MTA-STS record" and tlsrpt as "no
-// reporting policy"; a failed lookup is an error, and both retry later.
+// LookupTXT is dane.LookupTXT through the cache: the MTA-STS discovery
+// record (_mta-sts.<domain>, RFC 8461 §3.1) and the TLS-RPT record
+// (_smtp._tls.<domain>, RFC 8460 §3) share the TTL-exact cache with the
+// DANE lookups.
 func (c *CachedQuerier) LookupTXT(ctx context.Context, name string) ([]string, error) {
-	a, err := c.Query(ctx, name, dns.TypeTXT)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, rr := range a.Records {
-		if t, ok := rr.(*dns.TXT); ok {
-			out = append(out, strings.Join(t.Txt, ""))
-		}
-	}
-	return out, nil
+	return dane.LookupTXT(ctx, c, name)
 }
 
 // ReceivingIP returns the MX host's address when it has exactly one, so

@@ -469,17 +469,7 @@ func (c *run) webpki(ctx context.Context, host string, ap *AddrProbe, st *tls.Co
 }
 
 func (c *run) lookupTXT(ctx context.Context, name string) ([]string, error) {
-	ans, err := c.o.Querier.Query(ctx, name, dns.TypeTXT)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, rr := range ans.Records {
-		if t, ok := rr.(*dns.TXT); ok {
-			out = append(out, strings.Join(t.Txt, ""))
-		}
-	}
-	return out, nil
+	return dane.LookupTXT(ctx, c.o.Querier, name)
 }
 
 // sts fetches the domain's MTA-STS policy as a sender does (RFC 8461 §3)
