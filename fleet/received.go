@@ -297,39 +297,79 @@ func (r *SharedReceived) Run(ctx context.Context, interval time.Duration) {
 }
 
 // ReceivedSince implements tlsrpt.ReceivedReports: the fleet-wide reports
-// (Redis) together with the local ones (those not pushed yet included),
-// each report-id once. It fails if Redis does not answer: the caller
-// asked for the fleet's view, and the local one alone would be partial
-// without saying so.
+// (ReadReceived) together with the local ones (those not pushed yet
+// included), each report-id once, oldest day first, then by report-id.
+// It fails if Redis does not answer: the caller asked for the fleet's
+// view, and the local one alone would be partial without saying so.
 func (r *SharedReceived) ReceivedSince(ctx context.Context, since string) ([]tlsrpt.ReceivedEntry, error) {
+	shared, err := ReadReceived(ctx, r.c, since)
+	if err != nil {
+		return nil, err
+	}
+	local, err := r.local.ReceivedSince(ctx, since)
+	if err != nil {
+		return nil, err
+	}
+	return MergeReceived(shared, local), nil
+}
+
+// MergeReceived joins lists of received reports, each report-id once (the
+// first list's copy wins), sorted as ReceivedSince sorts.
+func MergeReceived(lists ...[]tlsrpt.ReceivedEntry) []tlsrpt.ReceivedEntry {
+	seen := map[string]bool{}
+	var out []tlsrpt.ReceivedEntry
+	for _, l := range lists {
+		for _, e := range l {
+			if !seen[e.Report.ReportID] {
+				seen[e.Report.ReportID] = true
+				out = append(out, e)
+			}
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if di, dj := out[i].Day(), out[j].Day(); di != dj {
+			return di < dj
+		}
+		return out[i].Report.ReportID < out[j].Report.ReportID
+	})
+	return out
+}
+
+// ReadReceived returns the reports in the shared store whose day is since
+// (YYYY-MM-DD) or later, unsorted: what every node pushed. It reads only
+// (for "maddy tlsrpt received", which must not create a node's local
+// store).
+func ReadReceived(ctx context.Context, c *Client, since string) ([]tlsrpt.ReceivedEntry, error) {
 	start, err := tlsrpt.ParseDay(since)
 	if err != nil {
-		return nil, fmt.Errorf("fleet: ReceivedSince: %w", err)
+		return nil, fmt.Errorf("fleet: ReadReceived: %w", err)
 	}
 	var raw []string
-	err = r.c.do(ctx, OpReceivedRead, func(ctx context.Context) error {
-		days, err := r.c.rdb.ZRangeByScore(ctx, r.c.key("rcv", "days"), &redis.ZRangeBy{
+	err = c.do(ctx, OpReceivedRead, func(ctx context.Context) error {
+		days, err := c.rdb.ZRangeByScore(ctx, c.key("rcv", "days"), &redis.ZRangeBy{
 			Min: strconv.FormatInt(start.Unix(), 10), Max: "+inf"}).Result()
 		if err != nil {
 			return err
 		}
-		pipe := r.c.rdb.Pipeline()
+		pipe := c.rdb.Pipeline()
 		ids := make([]*redis.StringSliceCmd, len(days))
 		for i, d := range days {
-			ids[i] = pipe.SMembers(ctx, r.dayKey(d))
+			ids[i] = pipe.SMembers(ctx, c.key("rcv", "day", d))
 		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return err
+		if len(days) > 0 {
+			if _, err := pipe.Exec(ctx); err != nil {
+				return err
+			}
 		}
 		var keys []string
-		for _, c := range ids {
-			for _, id := range c.Val() {
-				keys = append(keys, r.repKey(id))
+		for _, cmd := range ids {
+			for _, id := range cmd.Val() {
+				keys = append(keys, c.key("rcv", "rep", id))
 			}
 		}
 		for len(keys) > 0 { // MGET in bounded batches
 			n := min(len(keys), 500)
-			vs, err := r.c.rdb.MGet(ctx, keys[:n]...).Result()
+			vs, err := c.rdb.MGet(ctx, keys[:n]...).Result()
 			if err != nil {
 				return err
 			}
@@ -345,35 +385,16 @@ func (r *SharedReceived) ReceivedSince(ctx context.Context, since string) ([]tls
 	if err != nil {
 		return nil, err
 	}
-	seen := map[string]bool{}
-	var out []tlsrpt.ReceivedEntry
+	out := make([]tlsrpt.ReceivedEntry, 0, len(raw))
 	for _, v := range raw {
 		e, err := tlsrpt.DecodeReceived([]byte(v))
 		if err != nil {
 			return nil, fmt.Errorf("fleet: a shared received report: %w", err)
 		}
-		if e.Day() < since || seen[e.Report.ReportID] {
-			continue
-		}
-		seen[e.Report.ReportID] = true
-		out = append(out, e)
-	}
-	local, err := r.local.ReceivedSince(ctx, since)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range local {
-		if !seen[e.Report.ReportID] {
-			seen[e.Report.ReportID] = true
+		if e.Day() >= since {
 			out = append(out, e)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if di, dj := out[i].Day(), out[j].Day(); di != dj {
-			return di < dj
-		}
-		return out[i].Report.ReportID < out[j].Report.ReportID
-	})
 	return out, nil
 }
 
