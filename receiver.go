@@ -48,18 +48,9 @@ func (m *Receiver) InstanceName() string { return m.instName }
 // Init parses the block, opens the store and starts the HTTPS endpoint
 // and the retention loop; a failed start undoes what it started.
 func (m *Receiver) Init(cfg *config.Map) error {
-	s := service.DefaultReceiverSettings()
-	s.Debug = log.DefaultLogger.Debug
-	if g, ok := cfg.Globals["debug"].(bool); ok {
-		s.Debug = g
-	}
-	declare(cfg, service.ReceiverDirectives, &s)
-	if _, err := cfg.Process(); err != nil {
+	s, err := parseReceiver(cfg)
+	if err != nil {
 		return err
-	}
-	hostname, _ := cfg.Globals["hostname"].(string)
-	if err := s.Validate(hostname, config.StateDirectory); err != nil {
-		return config.NodeErr(cfg.Block, "%v", err)
 	}
 	lg := maddyLog{log.Logger{Name: "daneguard/tlsrpt_receiver", Debug: s.Debug}}
 	r, err := service.NewReceiver(s, service.ReceiverDeps{Log: lg, NoRun: module.NoRun})
@@ -75,6 +66,32 @@ func (m *Receiver) Init(cfg *config.Map) error {
 	// maddy; the hook closes every instance once.
 	hooks.AddHook(hooks.EventShutdown, func() { _ = m.Close() })
 	return nil
+}
+
+// parseReceiver parses and validates the block of cfg.
+func parseReceiver(cfg *config.Map) (service.ReceiverSettings, error) {
+	s := service.DefaultReceiverSettings()
+	s.Debug = log.DefaultLogger.Debug
+	if g, ok := cfg.Globals["debug"].(bool); ok {
+		s.Debug = g
+	}
+	declare(cfg, service.ReceiverDirectives, &s)
+	if _, err := cfg.Process(); err != nil {
+		return s, err
+	}
+	hostname, _ := cfg.Globals["hostname"].(string)
+	if err := s.Validate(hostname, config.StateDirectory); err != nil {
+		return s, config.NodeErr(cfg.Block, "%v", err)
+	}
+	return s, nil
+}
+
+// ParseReceiverBlock parses a target.tlsrpt_receiver block (top-level or
+// inline) exactly as Init does, opening nothing: for commands that read
+// what a receiver stores ("maddy tlsrpt received"). globals are maddy's
+// (maddy.ReadGlobals, which also sets the state directory).
+func ParseReceiverBlock(globals map[string]interface{}, n config.Node) (service.ReceiverSettings, error) {
+	return parseReceiver(config.NewMap(globals, n))
 }
 
 // Close stops the HTTPS endpoint and the retention loop.

@@ -431,9 +431,9 @@ msgpipeline tlsrpt_out {
 	}
 }
 
-// TestReceiverConfigErrors: malformed receiver directives are start-up
-// errors naming the file and line; a listener that cannot be bound fails
-// the start.
+// TestReceiverConfigErrors: malformed receiver directives (shared_store's
+// block included) are start-up errors naming the file and line; a
+// listener that cannot be bound fails the start.
 func TestReceiverConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	leaf := selfSigned(t, "mx.example.org")
@@ -457,6 +457,13 @@ func TestReceiverConfigErrors(t *testing.T) {
 			"https certificate: stat /nonexistent"},
 		{[]config.Node{{Name: "https_listen", Args: []string{busy.Addr().String()}}, {Name: "https_cert", Args: []string{cert}}, {Name: "https_key", Args: []string{key}}},
 			"address already in use"},
+		// shared_store: the dane block's store syntax; errors name the
+		// directive's line, a child's error its own.
+		{[]config.Node{{Name: "shared_store", Args: []string{"http://127.0.0.1/0"}}}, "test.conf:9: fleet: bad store URL"},
+		{[]config.Node{{Name: "shared_store", Args: []string{"redis://127.0.0.1/0"},
+			Children: []config.Node{{Name: "claim_ttl", Args: []string{"2m"}, File: "test.conf", Line: 10}}}}, "test.conf:9: claim_ttl is the dane block's"},
+		{[]config.Node{{Name: "shared_store", Args: []string{"redis://127.0.0.1/0"},
+			Children: []config.Node{{Name: "read_timeout", Args: []string{"1h"}, File: "test.conf", Line: 10}}}}, "test.conf:10: read_timeout must be more than 0s and at most 5s"},
 	} {
 		mod, err := module.Get("target.tlsrpt_receiver")("target.tlsrpt_receiver", "r", nil, nil)
 		if err != nil {

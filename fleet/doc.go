@@ -15,6 +15,9 @@
 //   - TLS-RPT session counts and report state (SharedReports): counts add
 //     up across nodes atomically; one node builds and sends each report
 //     under a claim with expiry.
+//   - TLS reports received about the operator's domains (SharedReceived,
+//     for target.tlsrpt_receiver): stored once per report-id fleet-wide
+//     (SET NX), each node's ReceivedStore its journal.
 //
 // Redis is never on the critical path of a delivery: every operation is
 // bounded by small timeouts (Settings), a failure marks the store down for

@@ -17,6 +17,9 @@ type Metrics struct {
 	// PolicyRepairs is the number of MTA-STS policies waiting to be
 	// written to the shared store.
 	PolicyRepairs prometheus.Gauge
+	// ReceivedPending is the number of received TLS reports (target.
+	// tlsrpt_receiver) of this node not yet stored in the shared store.
+	ReceivedPending prometheus.Gauge
 	// Up is 1 while the store answers, 0 while it is marked down.
 	Up prometheus.Gauge
 }
@@ -31,6 +34,11 @@ const (
 	OpCountsRead  = "counts_read"
 	OpReportState = "report_state"
 	OpPing        = "ping"
+	// Received TLS reports (SharedReceived): storing one (and the epoch
+	// check of a flush), reading the fleet's, pruning.
+	OpReceivedAdd   = "received_add"
+	OpReceivedRead  = "received_read"
+	OpReceivedPrune = "received_prune"
 )
 
 // NewMetrics builds the metrics under namespace (maddy's is "maddy"),
@@ -55,6 +63,10 @@ func NewMetrics(namespace string) *Metrics {
 			Namespace: namespace, Subsystem: sub, Name: "policy_repairs_pending",
 			Help: "MTA-STS policies of this node waiting to be written to the shared store.",
 		}),
+		ReceivedPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: sub, Name: "received_pending",
+			Help: "Received TLS reports of this node not yet stored in the shared store.",
+		}),
 		Up: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Subsystem: sub, Name: "up",
 			Help: "1 while the shared store answers, 0 while it is treated as down.",
@@ -67,5 +79,5 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 	if m == nil {
 		return nil
 	}
-	return []prometheus.Collector{m.Latency, m.Errors, m.JournalDepth, m.PolicyRepairs, m.Up}
+	return []prometheus.Collector{m.Latency, m.Errors, m.JournalDepth, m.PolicyRepairs, m.ReceivedPending, m.Up}
 }

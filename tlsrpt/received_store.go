@@ -32,7 +32,8 @@ type ReceivedEntry struct {
 func (e *ReceivedEntry) Day() string { return Day(e.Report.DateRange.Start) }
 
 // ReceivedReports stores received reports. ReceivedStore (bbolt) is one;
-// a shared store for a fleet of servers implements the same methods.
+// fleet.SharedReceived (Redis, for a fleet of servers, with a
+// ReceivedStore as each server's journal) is the other.
 type ReceivedReports interface {
 	// AddReceived stores e unless a report with the same report-id is
 	// stored already; added tells which.
@@ -97,12 +98,7 @@ func (r *ReceivedStore) AddReceived(_ context.Context, e ReceivedEntry) (bool, e
 	if id == "" || len(id) > maxReportIDLen {
 		return false, fmt.Errorf("tlsrpt: report-id empty or longer than %d bytes", maxReportIDLen)
 	}
-	js, err := e.Report.JSON()
-	if err != nil {
-		return false, err
-	}
-	v, err := json.Marshal(storedEntry{Report: js, ReceivedAt: e.ReceivedAt.UTC(), Transport: e.Transport, MediaType: e.MediaType,
-		DKIM: e.DKIM, DKIMDomain: e.DKIMDomain, From: e.From, Warnings: e.Warnings})
+	v, err := EncodeReceived(e)
 	if err != nil {
 		return false, err
 	}
@@ -154,7 +150,7 @@ func (r *ReceivedStore) ReceivedSince(_ context.Context, since string) ([]Receiv
 					if v == nil {
 						return corruptError{fmt.Errorf("received report %q indexed under %s but missing", id, day)}
 					}
-					e, err := decodeEntry(v)
+					e, err := DecodeReceived(v)
 					if err != nil {
 						return corruptError{fmt.Errorf("received report %q: %v", id, err)}
 					}
@@ -170,7 +166,20 @@ func (r *ReceivedStore) ReceivedSince(_ context.Context, since string) ([]Receiv
 	return out, err
 }
 
-func decodeEntry(v []byte) (ReceivedEntry, error) {
+// EncodeReceived is the stored form of e (JSON, the report as its §4.4
+// JSON), as the embedded store keeps it; a shared store keeps the same.
+func EncodeReceived(e ReceivedEntry) ([]byte, error) {
+	js, err := e.Report.JSON()
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(storedEntry{Report: js, ReceivedAt: e.ReceivedAt.UTC(), Transport: e.Transport, MediaType: e.MediaType,
+		DKIM: e.DKIM, DKIMDomain: e.DKIMDomain, From: e.From, Warnings: e.Warnings})
+}
+
+// DecodeReceived reads what EncodeReceived wrote; the report is parsed
+// strictly again.
+func DecodeReceived(v []byte) (ReceivedEntry, error) {
 	var se storedEntry
 	if err := json.Unmarshal(v, &se); err != nil {
 		return ReceivedEntry{}, err

@@ -17,6 +17,7 @@ import (
 	"github.com/foxcpp/maddy/framework/config"
 	"github.com/maddy-dane/daneguard"
 	"github.com/maddy-dane/daneguard/dane"
+	"github.com/maddy-dane/daneguard/fleet"
 	"github.com/maddy-dane/daneguard/internal/selfcheck"
 	"github.com/maddy-dane/daneguard/internal/service"
 	"github.com/maddy-dane/daneguard/tlsrpt"
@@ -46,34 +47,31 @@ func tlsrptReceived(c *cli.Context) error {
 	if c.Int("days") < 1 {
 		return cli.Exit("--days must be at least 1", 2)
 	}
-	paths := c.StringSlice("store")
-	if len(paths) == 0 {
+	var srcs []receivedSource
+	for _, p := range c.StringSlice("store") {
+		srcs = append(srcs, receivedSource{path: p})
+	}
+	if len(srcs) == 0 {
 		var err error
-		if paths, err = receiverStoresFromConfig(c.Path("config")); err != nil {
+		if srcs, err = receiverStoresFromConfig(c.Path("config")); err != nil {
 			return cli.Exit(err.Error(), 2)
 		}
-		if len(paths) == 0 {
+		if len(srcs) == 0 {
 			return cli.Exit("no target.tlsrpt_receiver block in "+c.Path("config")+"; use --store", 2)
 		}
 	}
 	since := tlsrpt.RetentionCutoff(time.Now(), c.Int("days"))
-	var entries []tlsrpt.ReceivedEntry
-	for _, p := range paths {
-		if _, err := os.Stat(p); err != nil {
-			return cli.Exit(fmt.Sprintf("no received-report store at %s: %v", p, err), 2)
-		}
-		st, err := tlsrpt.OpenReceivedStore(p, tlsrpt.StoreOptions{OnCorrupt: func(moved string, err error) {
-			fmt.Fprintf(os.Stderr, "warning: the store %s was corrupt (%v); moved to %s, starting empty\n", p, err, moved)
-		}})
+	var lists [][]tlsrpt.ReceivedEntry
+	for _, src := range srcs {
+		es, err := src.read(c.Context, since)
 		if err != nil {
-			return cli.Exit(err.Error(), 1)
+			return err
 		}
-		es, err := st.ReceivedSince(c.Context, since)
-		if err != nil {
-			return cli.Exit(err.Error(), 1)
-		}
-		entries = append(entries, es...)
+		lists = append(lists, es)
 	}
+	// Each report-id once: several blocks may name one shared store, and
+	// a node's local store holds copies of what it pushed.
+	entries := fleet.MergeReceived(lists...)
 	var opts tlsrpt.SummaryOptions
 	if c.Bool("explain") {
 		rep, err := selfcheckForExplain(c, entries)
@@ -90,29 +88,75 @@ func tlsrptReceived(c *cli.Context) error {
 	return tlsrpt.WriteReceivedText(os.Stdout, days)
 }
 
-// receiverStoresFromConfig lists the store of every target.tlsrpt_receiver
-// block (top-level or inline), as the module resolves it.
-func receiverStoresFromConfig(path string) ([]string, error) {
+// receivedSource is where one receiver block keeps its reports: its local
+// store, and with shared_store the fleet's.
+type receivedSource struct {
+	path   string
+	shared *service.StoreSettings
+}
+
+// read returns the reports of day since or later. With a shared store:
+// the fleet's (Redis) and this node's local ones not pushed yet (if its
+// local store exists: the command does not create a store maddy will own);
+// a shared store that does not answer is an error (exit 1), never a
+// silently partial view.
+func (src receivedSource) read(ctx context.Context, since string) ([]tlsrpt.ReceivedEntry, error) {
+	var shared []tlsrpt.ReceivedEntry
+	if st := src.shared; st != nil {
+		cl, err := fleet.Open(st.Redis, nil)
+		if err != nil {
+			return nil, cli.Exit(fmt.Sprintf("shared_store %s: %v", st.URL, err), 1)
+		}
+		defer cl.Close()
+		if shared, err = fleet.ReadReceived(ctx, cl, since); err != nil {
+			return nil, cli.Exit(fmt.Sprintf("shared_store %s: %v (use --store %s for this node's own reports)", st.URL, err, src.path), 1)
+		}
+		if _, err := os.Stat(src.path); err != nil {
+			return shared, nil
+		}
+	} else if _, err := os.Stat(src.path); err != nil {
+		return nil, cli.Exit(fmt.Sprintf("no received-report store at %s: %v", src.path, err), 2)
+	}
+	st, err := tlsrpt.OpenReceivedStore(src.path, tlsrpt.StoreOptions{OnCorrupt: func(moved string, err error) {
+		fmt.Fprintf(os.Stderr, "warning: the store %s was corrupt (%v); moved to %s, starting empty\n", src.path, err, moved)
+	}})
+	if err != nil {
+		return nil, cli.Exit(err.Error(), 1)
+	}
+	local, err := st.ReceivedSince(ctx, since)
+	if err != nil {
+		return nil, cli.Exit(err.Error(), 1)
+	}
+	return fleet.MergeReceived(shared, local), nil
+}
+
+// receiverStoresFromConfig lists the stores of every target.tlsrpt_receiver
+// block (top-level or inline), parsed as the module parses them.
+func receiverStoresFromConfig(path string) ([]receivedSource, error) {
 	nodes, err := readConfig(path)
 	if err != nil {
 		return nil, err
 	}
-	if _, _, err := maddy.ReadGlobals(nodes); err != nil {
+	globals, _, err := maddy.ReadGlobals(nodes)
+	if err != nil {
 		return nil, err
 	}
-	var out []string
+	var out []receivedSource
+	var firstErr error
 	var walk func(ns []config.Node)
 	walk = func(ns []config.Node) {
 		for _, n := range ns {
 			if n.Name == daneguard.ReceiverModuleName || n.Name == strings.TrimPrefix(daneguard.ReceiverModuleName, "target.") {
-				s := service.DefaultReceiverSettings()
-				for _, ch := range n.Children {
-					if ch.Name == "store" && len(ch.Args) == 1 {
-						s.StorePath = ch.Args[0]
+				s, err := daneguard.ParseReceiverBlock(globals, n)
+				if err != nil {
+					if firstErr == nil {
+						firstErr = err
 					}
+					continue
 				}
-				if err := s.Validate("-", config.StateDirectory); err == nil && !slices.Contains(out, s.StorePath) {
-					out = append(out, s.StorePath)
+				src := receivedSource{path: s.StorePath, shared: s.SharedStore}
+				if !slices.ContainsFunc(out, func(o receivedSource) bool { return o.path == src.path && o.shared == nil && src.shared == nil }) {
+					out = append(out, src)
 				}
 				continue
 			}
@@ -120,7 +164,7 @@ func receiverStoresFromConfig(path string) ([]string, error) {
 		}
 	}
 	walk(nodes)
-	return out, nil
+	return out, firstErr
 }
 
 // selfcheckForExplain runs the self-check for the configuration's domains

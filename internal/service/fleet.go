@@ -45,82 +45,97 @@ const (
 )
 
 // storeDirective is `store URL { ... }` in the dane block.
-var storeDirective = Directive[Settings]{
-	Name: "store",
-	Set: func(s *Settings, a []string) error {
-		if len(a) != 1 {
-			return errors.New("usage: store redis://[user[:password]@]host[:port][/db] { ... }")
-		}
-		rs, err := fleet.Parse(a[0])
-		if err != nil {
-			return err
-		}
-		s.Store = &StoreSettings{Redis: rs, URL: redactURL(a[0]), ClaimTTL: defaultClaimTTL, urlPassword: rs.Password != ""}
-		return nil
-	},
-	Block: StoreDirectives,
-	Done: func(s *Settings) error {
-		st := s.Store
-		if st.tlsOff && st.Redis.TLS != nil {
-			return errors.New("store: tls off contradicts a rediss:// URL, tls_ca or tls_client_cert")
-		}
-		return st.Redis.Validate()
-	},
-}
+var storeDirective = StoreDirective("store", func(s *Settings) **StoreSettings { return &s.Store })
 
 func init() { Directives = append(Directives, storeDirective) }
 
-// StoreDirectives are the directives of the store block.
-var StoreDirectives = []Directive[Settings]{
-	{Name: "password", Set: func(s *Settings, a []string) error {
-		if s.Store.urlPassword {
+// StoreDirective is the directive `name URL { ... }` of a block whose
+// settings T keep a *StoreSettings at field: the dane block's `store`,
+// the receiver's `shared_store`. One syntax, one settings type, one
+// parser for both.
+func StoreDirective[T any](name string, field func(*T) **StoreSettings) Directive[T] {
+	block := make([]Directive[T], len(storeBlock))
+	for i, d := range storeBlock {
+		set := d.Set
+		block[i] = Directive[T]{Name: d.Name, Set: func(s *T, a []string) error { return set(*field(s), a) }}
+	}
+	return Directive[T]{
+		Name: name,
+		Set: func(s *T, a []string) error {
+			if len(a) != 1 {
+				return fmt.Errorf("usage: %s redis://[user[:password]@]host[:port][/db] { ... }", name)
+			}
+			rs, err := fleet.Parse(a[0])
+			if err != nil {
+				return err
+			}
+			*field(s) = &StoreSettings{Redis: rs, URL: redactURL(a[0]), ClaimTTL: defaultClaimTTL, urlPassword: rs.Password != ""}
+			return nil
+		},
+		Block: block,
+		Done:  func(s *T) error { return (*field(s)).check() },
+	}
+}
+
+// check validates the block as a whole.
+func (st *StoreSettings) check() error {
+	if st.tlsOff && st.Redis.TLS != nil {
+		return errors.New("tls off contradicts a rediss:// URL, tls_ca or tls_client_cert")
+	}
+	return st.Redis.Validate()
+}
+
+// storeBlock are the directives of the store block.
+var storeBlock = []Directive[StoreSettings]{
+	{Name: "password", Set: func(s *StoreSettings, a []string) error {
+		if s.urlPassword {
 			return errors.New("password is already in the store URL")
 		}
-		return setString(&s.Store.Redis.Password, a)
+		return setString(&s.Redis.Password, a)
 	}},
-	{Name: "tls", Set: func(s *Settings, a []string) error {
+	{Name: "tls", Set: func(s *StoreSettings, a []string) error {
 		on := false
 		if err := setBool(&on, a); err != nil {
 			return err
 		}
 		if on {
-			s.Store.Redis.EnableTLS()
+			s.Redis.EnableTLS()
 		}
-		s.Store.tlsOff = !on
+		s.tlsOff = !on
 		return nil
 	}},
-	{Name: "tls_ca", Set: func(s *Settings, a []string) error {
+	{Name: "tls_ca", Set: func(s *StoreSettings, a []string) error {
 		if len(a) != 1 {
 			return errors.New("usage: tls_ca FILE")
 		}
-		return s.Store.Redis.LoadCA(a[0])
+		return s.Redis.LoadCA(a[0])
 	}},
-	{Name: "tls_client_cert", Set: func(s *Settings, a []string) error {
+	{Name: "tls_client_cert", Set: func(s *StoreSettings, a []string) error {
 		if len(a) != 2 {
 			return errors.New("usage: tls_client_cert CERT_FILE KEY_FILE")
 		}
-		return s.Store.Redis.LoadClientCert(a[0], a[1])
+		return s.Redis.LoadClientCert(a[0], a[1])
 	}},
 	{Name: "dial_timeout", Set: storeDuration("dial_timeout", fleet.MaxTimeout, func(s *StoreSettings) *time.Duration { return &s.Redis.DialTimeout })},
 	{Name: "read_timeout", Set: storeDuration("read_timeout", fleet.MaxTimeout, func(s *StoreSettings) *time.Duration { return &s.Redis.ReadTimeout })},
 	{Name: "write_timeout", Set: storeDuration("write_timeout", fleet.MaxTimeout, func(s *StoreSettings) *time.Duration { return &s.Redis.WriteTimeout })},
 	{Name: "retry_down", Set: storeDuration("retry_down", time.Minute, func(s *StoreSettings) *time.Duration { return &s.Redis.RetryDown })},
-	{Name: "claim_ttl", Set: func(s *Settings, a []string) error {
-		if err := setDuration(&s.Store.ClaimTTL, a); err != nil {
+	{Name: "claim_ttl", Set: func(s *StoreSettings, a []string) error {
+		if err := setDuration(&s.ClaimTTL, a); err != nil {
 			return err
 		}
-		if s.Store.ClaimTTL < minClaimTTL || s.Store.ClaimTTL > maxClaimTTL {
+		if s.ClaimTTL < minClaimTTL || s.ClaimTTL > maxClaimTTL {
 			return fmt.Errorf("claim_ttl must be between %v and %v", minClaimTTL, maxClaimTTL)
 		}
 		return nil
 	}},
-	{Name: "key_prefix", Set: func(s *Settings, a []string) error { return setString(&s.Store.Redis.KeyPrefix, a) }},
+	{Name: "key_prefix", Set: func(s *StoreSettings, a []string) error { return setString(&s.Redis.KeyPrefix, a) }},
 }
 
 // storeDuration is a duration directive of the store block in (0, max].
-func storeDuration(name string, max time.Duration, field func(*StoreSettings) *time.Duration) func(*Settings, []string) error {
-	return func(s *Settings, a []string) error {
-		d := field(s.Store)
+func storeDuration(name string, max time.Duration, field func(*StoreSettings) *time.Duration) func(*StoreSettings, []string) error {
+	return func(s *StoreSettings, a []string) error {
+		d := field(s)
 		if err := setDuration(d, a); err != nil {
 			return err
 		}
@@ -243,6 +258,21 @@ func (s *Service) openFleet() error {
 	if st == nil || s.deps.NoRun {
 		return nil
 	}
+	e, release, err := acquireFleetClient(st)
+	if err != nil {
+		return err
+	}
+	s.fleet = &fleetState{client: e}
+	s.releases = append(s.releases, release)
+	s.log.Msg("shared store configured", "store", st.URL)
+	return nil
+}
+
+// acquireFleetClient returns the client of the store st, shared by every
+// block (dane blocks, receivers) naming the same store, and registers the
+// store's metrics on first use; release drops the reference and closes
+// the client with the last one.
+func acquireFleetClient(st *StoreSettings) (*fleetClient, func(), error) {
 	key := storeKey(st)
 	fleetMu.Lock()
 	defer fleetMu.Unlock()
@@ -254,30 +284,30 @@ func (s *Service) openFleet() error {
 			reg := prometheus.WrapRegistererWith(prometheus.Labels{"store": st.URL}, prometheus.DefaultRegisterer)
 			for _, c := range m.Collectors() {
 				if err := reg.Register(c); err != nil {
-					return fmt.Errorf("registering the store metrics: %w", err)
+					return nil, nil, fmt.Errorf("registering the store metrics: %w", err)
 				}
 			}
 			fleetMetrics[st.URL] = m
 		}
 		c, err := fleet.Open(st.Redis, m)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		e = &fleetClient{key: key, c: c, m: m}
 		fleetClients[key] = e
 	}
 	e.refs++
-	s.fleet = &fleetState{client: e}
-	s.releases = append(s.releases, func() {
-		fleetMu.Lock()
-		defer fleetMu.Unlock()
-		if e.refs--; e.refs == 0 {
-			delete(fleetClients, key)
-			_ = e.c.Close()
-		}
-	})
-	s.log.Msg("shared store configured", "store", st.URL)
-	return nil
+	var once sync.Once
+	return e, func() {
+		once.Do(func() {
+			fleetMu.Lock()
+			defer fleetMu.Unlock()
+			if e.refs--; e.refs == 0 {
+				delete(fleetClients, key)
+				_ = e.c.Close()
+			}
+		})
+	}, nil
 }
 
 func (s *Service) slog() *slog.Logger { return slog.New(&slogHandler{l: s.log}) }

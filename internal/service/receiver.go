@@ -4,8 +4,10 @@ package service
 // §5.3 by email, §5.4 by HTTPS): what a `target.tlsrpt_receiver` block
 // runs. The glue hands it each report email; it parses, stores, counts and
 // logs it and says which SMTP reply to give. The life cycle is the
-// service's: NewReceiver opens the store, Start opens the HTTPS listener
-// and the pruning loop, Close stops both (also after a failed Start).
+// service's: NewReceiver opens the store (and takes a reference on the
+// shared store's client with shared_store), Start opens the HTTPS
+// listener, the pruning loop and the shared store's push loop, Close
+// stops them and drops the reference (also after a failed Start).
 
 import (
 	"bytes"
@@ -14,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +26,7 @@ import (
 
 	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-msgauth/authres"
+	"github.com/maddy-dane/daneguard/fleet"
 	"github.com/maddy-dane/daneguard/tlsrpt"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -42,7 +46,12 @@ type Receiver struct {
 	log   Logger
 	now   func() time.Time
 	store *tlsrpt.ReceivedStore
-	noRun bool
+	// reports is store, or with shared_store the shared one (store
+	// as its journal).
+	reports tlsrpt.ReceivedReports
+	shared  *fleet.SharedReceived
+	release func() // drops the shared-store client; nil without one
+	noRun   bool
 
 	srv       *http.Server
 	cancel    context.CancelFunc
@@ -112,9 +121,27 @@ func NewReceiver(s ReceiverSettings, d ReceiverDeps) (*Receiver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", s.StorePath, err)
 	}
-	r.store = st
+	r.store, r.reports = st, st
+	if c := s.SharedStore; c != nil {
+		e, release, err := acquireFleetClient(c)
+		if err != nil {
+			return nil, fmt.Errorf("shared_store %s: %w", c.URL, err)
+		}
+		sh, err := fleet.NewSharedReceived(e.c, fleet.ReceivedConfig{Local: st, KeepDays: s.KeepDays, Metrics: e.m,
+			Log: slog.New(&slogHandler{l: r.log}), Now: r.now})
+		if err != nil {
+			release()
+			return nil, fmt.Errorf("shared_store %s: %w", c.URL, err)
+		}
+		r.shared, r.reports, r.release = sh, sh, release
+		r.log.Msg("tlsrpt received reports: shared store configured", "store", c.URL)
+	}
 	return r, nil
 }
+
+// receivedPushInterval bounds how often received reports Redis did not
+// take are pushed again.
+const receivedPushInterval = 5 * time.Second
 
 // Start opens the HTTPS listener (if configured) and starts the pruning
 // loop. On error nothing it started is left running; Close may still be
@@ -139,6 +166,13 @@ func (r *Receiver) Start() error {
 		defer r.done.Done()
 		r.pruneLoop(ctx)
 	}()
+	if r.shared != nil {
+		r.done.Add(1)
+		go func() {
+			defer r.done.Done()
+			r.shared.Run(ctx, receivedPushInterval)
+		}()
+	}
 	return nil
 }
 
@@ -154,9 +188,23 @@ func (r *Receiver) Close() error {
 			r.cancel()
 		}
 		r.done.Wait()
+		if r.shared != nil && r.cancel != nil {
+			// One last push; what does not make it stays in the local
+			// store and is pushed at the next start.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = r.shared.Flush(ctx)
+			cancel()
+		}
+		if r.release != nil {
+			r.release()
+		}
 	})
 	return nil
 }
+
+// Shared is the shared store of received reports; nil without
+// shared_store (or with NoRun).
+func (r *Receiver) Shared() *fleet.SharedReceived { return r.shared }
 
 // Settings returns the settings the receiver runs with.
 func (r *Receiver) Settings() ReceiverSettings { return r.set }
@@ -178,7 +226,7 @@ func (r *Receiver) pruneLoop(ctx context.Context) {
 // date-range start) and returns how many.
 func (r *Receiver) Prune(ctx context.Context) int {
 	cutoff := tlsrpt.RetentionCutoff(r.now(), r.set.KeepDays)
-	n, err := r.store.PruneReceived(ctx, cutoff)
+	n, err := r.reports.PruneReceived(ctx, cutoff)
 	switch {
 	case err != nil:
 		r.log.Error("tlsrpt received reports: pruning failed", err, "store", r.set.StorePath)
@@ -220,7 +268,7 @@ func (r *Receiver) DeliverEmail(ctx context.Context, header textproto.Header, bo
 
 // accept stores a parsed report, counts and logs it.
 func (r *Receiver) accept(ctx context.Context, rcv *tlsrpt.Received, transport, dkim, dkimDomain, from string) (bool, error) {
-	added, err := r.store.AddReceived(ctx, tlsrpt.ReceivedEntry{
+	added, err := r.reports.AddReceived(ctx, tlsrpt.ReceivedEntry{
 		Report: *rcv.Report, ReceivedAt: r.now(), Transport: transport, MediaType: rcv.MediaType,
 		DKIM: dkim, DKIMDomain: dkimDomain, From: from, Warnings: rcv.Warnings,
 	})

@@ -39,6 +39,10 @@ type ReceiverSettings struct {
 	// path served.
 	HTTPSListen, HTTPSCert, HTTPSKey string
 	HTTPSPath                        string
+	// SharedStore, if set, is the fleet's shared store (shared_store,
+	// the dane block's store syntax): received reports go there too, and
+	// "maddy tlsrpt received" reads the fleet's.
+	SharedStore *StoreSettings
 }
 
 // DefaultReceiverSettings returns the settings of an empty block.
@@ -60,6 +64,24 @@ func DefaultReceiverSettings() ReceiverSettings {
 func DefaultReceivedStorePath(stateDir string) string {
 	return filepath.Join(stateDir, "daneguard", "tlsrpt_received.db")
 }
+
+// sharedStoreDirective is `shared_store redis://... { ... }`: the dane
+// block's `store` directive under another name, because `store` of this
+// block names its bbolt file (the node's own store, which stays the
+// journal when a shared store is added).
+var sharedStoreDirective = func() Directive[ReceiverSettings] {
+	d := StoreDirective("shared_store", func(s *ReceiverSettings) **StoreSettings { return &s.SharedStore })
+	done := d.Done
+	d.Done = func(s *ReceiverSettings) error {
+		if s.SharedStore.ClaimTTL != defaultClaimTTL {
+			return errors.New("claim_ttl is the dane block's TLS report claim; it has no meaning in shared_store")
+		}
+		return done(s)
+	}
+	return d
+}()
+
+func init() { ReceiverDirectives = append(ReceiverDirectives, sharedStoreDirective) }
 
 // ReceiverDirectives are the directives of the block.
 var ReceiverDirectives = []Directive[ReceiverSettings]{
