@@ -14,6 +14,7 @@ import (
 	"github.com/foxcpp/maddy/framework/hooks"
 	"github.com/foxcpp/maddy/framework/log"
 	"github.com/foxcpp/maddy/framework/module"
+	"github.com/maddy-dane/daneguard/internal/maddyconf"
 	"github.com/maddy-dane/daneguard/internal/service"
 )
 
@@ -23,7 +24,7 @@ import (
 // destination rule (docs/tlsrpt-receiver.md). "receiver" because it is
 // the receiving end of what the dane block's tlsrpt sends, and it sits
 // next to target.remote and target.queue as a target.
-const ReceiverModuleName = "target.tlsrpt_receiver"
+const ReceiverModuleName = maddyconf.ReceiverModuleName
 
 func init() { module.Register(ReceiverModuleName, NewReceiver) }
 
@@ -53,7 +54,7 @@ func (m *Receiver) Init(cfg *config.Map) error {
 	if g, ok := cfg.Globals["debug"].(bool); ok {
 		s.Debug = g
 	}
-	declare(cfg, service.ReceiverDirectives, &s)
+	maddyconf.Declare(cfg, service.ReceiverDirectives, &s)
 	if _, err := cfg.Process(); err != nil {
 		return err
 	}
