@@ -1,8 +1,7 @@
-package main
+package subcmd
 
 // maddy tlsrpt received: the reports others sent about our own domains, as
-// target.tlsrpt_receiver stored them. See docs/tlsrpt-receiver.md. It reads
-// maddy.conf with maddy 0.8's parser, hence here and not in internal/subcmd.
+// target.tlsrpt_receiver stored them. See docs/tlsrpt-receiver.md.
 
 import (
 	"context"
@@ -13,17 +12,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/foxcpp/maddy"
-	"github.com/foxcpp/maddy/framework/config"
-	"github.com/maddy-dane/daneguard"
 	"github.com/maddy-dane/daneguard/dane"
 	"github.com/maddy-dane/daneguard/internal/selfcheck"
-	"github.com/maddy-dane/daneguard/internal/service"
 	"github.com/maddy-dane/daneguard/tlsrpt"
 	"github.com/urfave/cli/v2"
 )
 
-func receivedCommand() *cli.Command {
+// Received is `maddy tlsrpt received`, a subcommand of TLSRPT's command:
+// stores lists the received-report stores of the configuration file at
+// path (DirsFunc's shape), server reads it for --explain.
+func Received(stores DirsFunc, server ServerConfFunc) *cli.Command {
 	return &cli.Command{
 		Name:  "received",
 		Usage: "Show the TLS reports other MTAs sent about this server's domains (target.tlsrpt_receiver)",
@@ -38,18 +36,18 @@ next to each failure.`,
 			&cli.BoolFlag{Name: "explain", Usage: "run the self-check and show the likely cause of each failure"},
 			&cli.StringSliceFlag{Name: "resolver", Usage: "with --explain: validating DNS resolver ADDR[:PORT] (default /etc/resolv.conf)"},
 		},
-		Action: tlsrptReceived,
+		Action: func(c *cli.Context) error { return tlsrptReceived(c, stores, server) },
 	}
 }
 
-func tlsrptReceived(c *cli.Context) error {
+func tlsrptReceived(c *cli.Context, stores DirsFunc, server ServerConfFunc) error {
 	if c.Int("days") < 1 {
 		return cli.Exit("--days must be at least 1", 2)
 	}
 	paths := c.StringSlice("store")
 	if len(paths) == 0 {
 		var err error
-		if paths, err = receiverStoresFromConfig(c.Path("config")); err != nil {
+		if paths, err = stores(c.Path("config")); err != nil {
 			return cli.Exit(err.Error(), 2)
 		}
 		if len(paths) == 0 {
@@ -76,7 +74,7 @@ func tlsrptReceived(c *cli.Context) error {
 	}
 	var opts tlsrpt.SummaryOptions
 	if c.Bool("explain") {
-		rep, err := selfcheckForExplain(c, entries)
+		rep, err := selfcheckForExplain(c, server, entries)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "warning: the self-check could not run, no likely causes: %v\n", err)
 		} else {
@@ -90,43 +88,10 @@ func tlsrptReceived(c *cli.Context) error {
 	return tlsrpt.WriteReceivedText(os.Stdout, days)
 }
 
-// receiverStoresFromConfig lists the store of every target.tlsrpt_receiver
-// block (top-level or inline), as the module resolves it.
-func receiverStoresFromConfig(path string) ([]string, error) {
-	nodes, err := readConfig(path)
-	if err != nil {
-		return nil, err
-	}
-	if _, _, err := maddy.ReadGlobals(nodes); err != nil {
-		return nil, err
-	}
-	var out []string
-	var walk func(ns []config.Node)
-	walk = func(ns []config.Node) {
-		for _, n := range ns {
-			if n.Name == daneguard.ReceiverModuleName || n.Name == strings.TrimPrefix(daneguard.ReceiverModuleName, "target.") {
-				s := service.DefaultReceiverSettings()
-				for _, ch := range n.Children {
-					if ch.Name == "store" && len(ch.Args) == 1 {
-						s.StorePath = ch.Args[0]
-					}
-				}
-				if err := s.Validate("-", config.StateDirectory); err == nil && !slices.Contains(out, s.StorePath) {
-					out = append(out, s.StorePath)
-				}
-				continue
-			}
-			walk(n.Children)
-		}
-	}
-	walk(nodes)
-	return out, nil
-}
-
 // selfcheckForExplain runs the self-check for the configuration's domains
 // and the policy domains of the reports.
-func selfcheckForExplain(c *cli.Context, entries []tlsrpt.ReceivedEntry) (*selfcheck.Report, error) {
-	mc, err := readMaddyConf(c.Path("config"))
+func selfcheckForExplain(c *cli.Context, server ServerConfFunc, entries []tlsrpt.ReceivedEntry) (*selfcheck.Report, error) {
+	mc, err := server(c.Path("config"))
 	if err != nil {
 		return nil, err
 	}
