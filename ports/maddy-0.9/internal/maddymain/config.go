@@ -78,7 +78,13 @@ func readWithGlobals(path string) ([]config.Node, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	// A global `tls` directive creates its loader through maddy's
+	// inline-module code, which needs container.Global (nil outside
+	// `maddy run`: a nil dereference in maddy).
 	c := container.New()
+	saved := container.Global
+	container.Global = c
+	defer func() { container.Global = saved }()
 	if _, _, err := maddy.ReadGlobals(c, nodes); err != nil {
 		return nil, "", err
 	}
