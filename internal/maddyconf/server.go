@@ -100,8 +100,9 @@ func listensOn25(args []string) bool {
 // serverTLS finds the certificate the tls directive loads: `tls file CERT
 // KEY`, `tls { loader acme { ... } }` or a reference to a top-level
 // tls.loader.file / tls.loader.acme block. Relative paths are relative to
-// the state directory, where maddy runs (maddy 0.9's file loader refuses
-// them; 0.8's takes them).
+// the state directory, where maddy runs (maddy's file loader, in 0.8.2
+// and 0.9.4 alike, takes only an absolute certificate path; a key path
+// may be relative).
 func serverTLS(mc *selfcheck.ServerConf, nodes []config.Node, n *config.Node) {
 	mc.Source = selfcheck.SourceFile
 	if n == nil {
