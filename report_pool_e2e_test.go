@@ -71,7 +71,7 @@ func reportBypassScenario(t *testing.T, opts maddybed.Options) {
 	if day == "" {
 		t.Fatalf("nothing recorded for victim.example:\n%s", m.Log())
 	}
-	if out := runMaddy(t, m, "tlsrpt", "send", "--day", day, "--wait", "--timeout", "60s"); !strings.Contains(out, "victim.example: partial report sent") {
+	if out := runMaddy(t, m, "tlsrpt", "send", "--day", day, "--wait", "--timeout", "60s"); !strings.Contains(out, "victim.example: sent (partial report: the day is not over)") {
 		t.Fatalf("report not sent:\n%s\n%s", out, m.Log())
 	}
 	msgs := s.Messages()

@@ -272,8 +272,9 @@ msgpipeline tlsrpt_out {
 	// day is today, so these are partial reports (tlsrpt/early.go): the
 	// complete ones still go out after the day ends.
 	out := runMaddy(t, m, "tlsrpt", "send", "--day", day, "--wait", "--timeout", "90s")
-	for _, want := range []string{"good.example: partial report sent", "bad.example: partial report sent", "notls.example: partial report sent",
-		"stsfail.example: partial report sent", "quiet.example: partial report no-policy"} {
+	// The --wait wording is docs/tlsrpt.md's.
+	for _, want := range []string{"good.example: sent (partial report", "bad.example: sent (partial report", "notls.example: sent (partial report",
+		"stsfail.example: sent (partial report", "quiet.example: no-policy (partial report: the day is not over)"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("send output lacks %q:\n%s", want, out)
 		}
