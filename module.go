@@ -41,6 +41,7 @@ import (
 	"github.com/foxcpp/maddy/framework/log"
 	"github.com/foxcpp/maddy/framework/module"
 	"github.com/maddy-dane/daneguard/internal/engine"
+	"github.com/maddy-dane/daneguard/internal/maddyconf"
 	"github.com/maddy-dane/daneguard/internal/service"
 	"github.com/maddy-dane/daneguard/tlsrpt"
 )
@@ -89,7 +90,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 	if g, ok := cfg.Globals["debug"].(bool); ok {
 		s.Debug = g // `debug` is inherited from the global directive
 	}
-	declare(cfg, service.Directives, &s)
+	maddyconf.Declare(cfg, service.Directives, &s)
 	modconfig.Table(cfg, "policy_table", false, false, nil, &p.table)
 	var submit tlsrpt.SubmitFunc
 	cfg.Callback("tlsrpt", func(m *config.Map, n config.Node) error {
@@ -133,45 +134,6 @@ func (p *Policy) Init(cfg *config.Map) error {
 	return nil
 }
 
-// declare registers maddy-free directives with cfg: every error gets the
-// file and line of its directive.
-func declare[T any](cfg *config.Map, ds []service.Directive[T], into *T) {
-	for _, d := range ds {
-		set := func(m *config.Map, n config.Node) error {
-			if len(n.Children) != 0 && d.Block == nil {
-				return config.NodeErr(n, "can't declare block here")
-			}
-			if err := d.Set(into, n.Args); err != nil {
-				return config.NodeErr(n, "%v", err)
-			}
-			if d.Block == nil {
-				return nil
-			}
-			// A block directive (store): its children, then the block
-			// as a whole, each error with its own line.
-			cm := config.NewMap(m.Globals, n)
-			declare(cm, d.Block, into)
-			if _, err := cm.Process(); err != nil {
-				return err
-			}
-			if d.Done != nil {
-				if err := d.Done(into); err != nil {
-					return config.NodeErr(n, "%v", err)
-				}
-			}
-			return nil
-		}
-		if d.Repeat {
-			cfg.Callback(d.Name, set)
-			continue
-		}
-		// Custom rejects a repeated directive with its line.
-		cfg.Custom(d.Name, false, false, nil, func(m *config.Map, n config.Node) (interface{}, error) {
-			return nil, set(m, n)
-		}, nil)
-	}
-}
-
 // parseTLSRPT parses `tlsrpt [off] { ... }` (docs/tlsrpt.md). deliver_to
 // names a maddy delivery target, hence the glue.
 func parseTLSRPT(m *config.Map, n config.Node) (*service.TLSRPTSettings, module.DeliveryTarget, error) {
@@ -188,7 +150,7 @@ func parseTLSRPT(m *config.Map, n config.Node) (*service.TLSRPTSettings, module.
 	}
 	var tgt module.DeliveryTarget
 	cm := config.NewMap(m.Globals, n)
-	declare(cm, service.TLSRPTDirectives, &t)
+	maddyconf.Declare(cm, service.TLSRPTDirectives, &t)
 	cm.Custom("deliver_to", false, false, nil, func(m *config.Map, n config.Node) (interface{}, error) {
 		d, err := modconfig.DeliveryDirective(m, n)
 		if err != nil {

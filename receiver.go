@@ -14,6 +14,7 @@ import (
 	"github.com/foxcpp/maddy/framework/hooks"
 	"github.com/foxcpp/maddy/framework/log"
 	"github.com/foxcpp/maddy/framework/module"
+	"github.com/maddy-dane/daneguard/internal/maddyconf"
 	"github.com/maddy-dane/daneguard/internal/service"
 )
 
@@ -23,7 +24,7 @@ import (
 // destination rule (docs/tlsrpt-receiver.md). "receiver" because it is
 // the receiving end of what the dane block's tlsrpt sends, and it sits
 // next to target.remote and target.queue as a target.
-const ReceiverModuleName = "target.tlsrpt_receiver"
+const ReceiverModuleName = maddyconf.ReceiverModuleName
 
 func init() { module.Register(ReceiverModuleName, NewReceiver) }
 
@@ -75,7 +76,7 @@ func parseReceiver(cfg *config.Map) (service.ReceiverSettings, error) {
 	if g, ok := cfg.Globals["debug"].(bool); ok {
 		s.Debug = g
 	}
-	declare(cfg, service.ReceiverDirectives, &s)
+	maddyconf.Declare(cfg, service.ReceiverDirectives, &s)
 	if _, err := cfg.Process(); err != nil {
 		return s, err
 	}
@@ -84,14 +85,6 @@ func parseReceiver(cfg *config.Map) (service.ReceiverSettings, error) {
 		return s, config.NodeErr(cfg.Block, "%v", err)
 	}
 	return s, nil
-}
-
-// ParseReceiverBlock parses a target.tlsrpt_receiver block (top-level or
-// inline) exactly as Init does, opening nothing: for commands that read
-// what a receiver stores ("maddy tlsrpt received"). globals are maddy's
-// (maddy.ReadGlobals, which also sets the state directory).
-func ParseReceiverBlock(globals map[string]interface{}, n config.Node) (service.ReceiverSettings, error) {
-	return parseReceiver(config.NewMap(globals, n))
 }
 
 // Close stops the HTTPS endpoint and the retention loop.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
@@ -9,18 +8,29 @@ import (
 	"github.com/foxcpp/maddy/framework/config"
 	"github.com/foxcpp/maddy/framework/hooks"
 	"github.com/foxcpp/maddy/framework/module"
+	"github.com/maddy-dane/daneguard/internal/maddyconf"
+	"github.com/maddy-dane/daneguard/internal/selfcheck"
 	"github.com/maddy-dane/daneguard/internal/service"
 	"github.com/maddy-dane/daneguard/internal/subcmd"
 )
 
-// `maddy check` (internal/subcmd) with maddy 0.8's configuration reading.
-// --self (selfcheck.go) reads more of maddy.conf than the dane block.
+// `maddy check` (with --self) and `maddy nextkey` (internal/subcmd) with
+// maddy 0.8's configuration reading.
 func init() {
-	extraCommands = append(extraCommands, subcmd.Check(loadDaneBlock, &subcmd.Self{Run: runSelfcheck, Flags: selfcheckFlags()}))
+	extraCommands = append(extraCommands,
+		subcmd.Check(loadDaneBlock, subcmd.SelfCheck(loadDaneBlock, serverConf)),
+		subcmd.NextKey(serverConf))
 }
 
-// errNoDaneBlock: the configuration runs no daneguard policy.
-var errNoDaneBlock = errors.New("no target.remote block with mx_auth { dane { ... } }")
+// serverConf is the self-check's view of maddy.conf (internal/maddyconf,
+// the same for maddy 0.8 and 0.9).
+func serverConf(path string) (*selfcheck.ServerConf, error) {
+	nodes, err := maddyconf.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return maddyconf.ServerConf(path, nodes)
+}
 
 func loadDaneBlock(path string) (subcmd.DaneBlock, error) {
 	inst, hostname, done, err := loadDaneConfig(path)
@@ -32,9 +42,9 @@ func loadDaneBlock(path string) (subcmd.DaneBlock, error) {
 
 // loadDaneConfig initializes the configuration like `maddy run` would,
 // without starting endpoints or queues, and returns the first `dane { }`
-// policy it built. done releases what the configuration opened.
+// block it configured. done releases what the configuration opened.
 func loadDaneConfig(path string) (*service.ConfiguredBlock, string, func(), error) {
-	nodes, err := readConfig(path)
+	nodes, err := maddyconf.ReadFile(path)
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -66,7 +76,7 @@ func loadDaneConfig(path string) (*service.ConfiguredBlock, string, func(), erro
 	insts := service.Configured()[before:]
 	if len(insts) == 0 {
 		done()
-		return nil, "", nil, fmt.Errorf("%w in %s", errNoDaneBlock, path)
+		return nil, "", nil, fmt.Errorf("%w in %s", subcmd.ErrNoDaneBlock, path)
 	}
 	if len(insts) > 1 {
 		fmt.Fprintf(os.Stderr, "note: %d dane blocks in %s; using the first\n", len(insts), path)

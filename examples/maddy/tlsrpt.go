@@ -3,48 +3,42 @@ package main
 import (
 	"github.com/foxcpp/maddy"
 	"github.com/foxcpp/maddy/framework/config"
+	"github.com/maddy-dane/daneguard/internal/maddyconf"
 	"github.com/maddy-dane/daneguard/internal/service"
 	"github.com/maddy-dane/daneguard/internal/subcmd"
 )
 
+// `maddy tlsrpt list|send|received` (internal/subcmd) with maddy 0.8's
+// reading of the state directory.
 func init() {
-	cmd := subcmd.TLSRPT(tlsrptDirsFromConfig)
-	cmd.Subcommands = append(cmd.Subcommands, receivedCommand())
+	cmd := subcmd.TLSRPT(func(path string) ([]string, error) {
+		nodes, _, stateDir, err := readWithGlobals(path)
+		if err != nil {
+			return nil, err
+		}
+		return maddyconf.TLSRPTDirs(nodes, stateDir), nil
+	})
+	cmd.Subcommands = append(cmd.Subcommands, subcmd.Received(func(path string) ([]service.ReceiverStore, error) {
+		nodes, globals, stateDir, err := readWithGlobals(path)
+		if err != nil {
+			return nil, err
+		}
+		return maddyconf.ReceiverStores(nodes, globals, stateDir)
+	}, serverConf))
 	extraCommands = append(extraCommands, cmd)
 }
 
-func tlsrptDirsFromConfig(path string) ([]string, error) {
-	nodes, err := readConfig(path)
+// readWithGlobals parses the configuration and reads its global
+// directives the way maddy 0.8 does (state_dir lands in
+// config.StateDirectory).
+func readWithGlobals(path string) ([]config.Node, map[string]interface{}, string, error) {
+	nodes, err := maddyconf.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, "", err
 	}
-	if _, _, err := maddy.ReadGlobals(nodes); err != nil {
-		return nil, err
+	globals, _, err := maddy.ReadGlobals(nodes)
+	if err != nil {
+		return nil, nil, "", err
 	}
-	seen := map[string]bool{}
-	var dirs []string
-	var walk func(ns []config.Node, inDane bool)
-	walk = func(ns []config.Node, inDane bool) {
-		for _, n := range ns {
-			if n.Name == "tlsrpt" && inDane {
-				if len(n.Args) == 1 && n.Args[0] == "off" {
-					continue
-				}
-				dir := service.DefaultTLSRPTDir(config.StateDirectory)
-				for _, ch := range n.Children {
-					if ch.Name == "dir" && len(ch.Args) == 1 {
-						dir = ch.Args[0]
-					}
-				}
-				if !seen[dir] {
-					seen[dir] = true
-					dirs = append(dirs, dir)
-				}
-				continue
-			}
-			walk(n.Children, n.Name == "dane")
-		}
-	}
-	walk(nodes, false)
-	return dirs, nil
+	return nodes, globals, config.StateDirectory, nil
 }

@@ -2,13 +2,12 @@ package main
 
 import (
 	"fmt"
-	"github.com/foxcpp/maddy/framework/config"
 	"os"
 
 	"github.com/foxcpp/maddy"
-	parser "github.com/foxcpp/maddy/framework/cfgparser"
 	"github.com/foxcpp/maddy/framework/hooks"
 	"github.com/foxcpp/maddy/framework/module"
+	"github.com/maddy-dane/daneguard/internal/maddyconf"
 	"github.com/urfave/cli/v2"
 )
 
@@ -31,7 +30,7 @@ func verifyConfigCommand() *cli.Command {
 // blocks (and what they reference: tables, the dane policy). Endpoints and
 // queues are not initialized: that would bind ports and start delivering.
 func verifyConfig(path string) error {
-	nodes, err := readConfig(path)
+	nodes, err := maddyconf.ReadFile(path)
 	if err != nil {
 		return err
 	}
@@ -71,15 +70,4 @@ func initRemoteTargets(mods []maddy.ModInfo) (int, error) {
 		n++
 	}
 	return n, nil
-}
-
-// readConfig parses a maddy configuration file into its blocks, as the
-// subcommands that read maddy.conf need it.
-func readConfig(path string) ([]config.Node, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return parser.Read(f, path)
 }

@@ -563,3 +563,20 @@ func (c *run) rpt(ctx context.Context, domain string) *RPTInfo {
 }
 
 func trimDot(s string) string { return strings.TrimSuffix(strings.ToLower(s), ".") }
+
+// ServerConf is what the self-check needs from the MTA's configuration
+// (for maddy: internal/maddyconf.ServerConf reads it from maddy.conf).
+type ServerConf struct {
+	Hostname string
+	StateDir string
+	// Domains are the destination domains of the port 25 endpoints.
+	Domains []string
+	// Listen are the specific addresses the port 25 endpoints listen on.
+	Listen []net.IP
+	Source KeySource
+	// CertPath and KeyPath are the files the port 25 endpoint's tls
+	// directive loads; CertErr says why they are not known.
+	CertPath string
+	KeyPath  string
+	CertErr  error
+}

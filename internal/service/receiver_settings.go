@@ -59,6 +59,14 @@ func DefaultReceiverSettings() ReceiverSettings {
 	}
 }
 
+// ReceiverStore is where one target.tlsrpt_receiver block keeps its
+// reports, for `maddy tlsrpt received`: its local store and, with
+// shared_store, the fleet's.
+type ReceiverStore struct {
+	Path   string
+	Shared *StoreSettings // nil: none
+}
+
 // DefaultReceivedStorePath is where received reports are kept without a
 // `store` directive: <state directory>/daneguard/tlsrpt_received.db.
 func DefaultReceivedStorePath(stateDir string) string {

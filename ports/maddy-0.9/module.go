@@ -22,6 +22,7 @@ import (
 	"github.com/foxcpp/maddy/framework/log"
 	"github.com/foxcpp/maddy/framework/module"
 	"github.com/maddy-dane/daneguard/internal/engine"
+	"github.com/maddy-dane/daneguard/internal/maddyconf"
 	"github.com/maddy-dane/daneguard/internal/service"
 	"github.com/maddy-dane/daneguard/tlsrpt"
 )
@@ -93,7 +94,7 @@ func (p *Policy) Configure(inlineArgs []string, cfg *config.Map) error {
 	if g, ok := cfg.Globals["debug"].(bool); ok {
 		s.Debug = g // `debug` is inherited from the global directive
 	}
-	declare(cfg, service.Directives, &s)
+	maddyconf.Declare(cfg, service.Directives, &s)
 	modconfig.Table(cfg, "policy_table", false, false, nil, &p.table)
 	var submit tlsrpt.SubmitFunc
 	cfg.Callback("tlsrpt", func(m *config.Map, n config.Node) error {
@@ -164,29 +165,6 @@ func (p *Policy) Stop() error {
 	return nil
 }
 
-// declare registers maddy-free directives with cfg: every error gets the
-// file and line of its directive. (Same loop as the maddy 0.8 glue's.)
-func declare[T any](cfg *config.Map, ds []service.Directive[T], into *T) {
-	for _, d := range ds {
-		set := func(n config.Node) error {
-			if len(n.Children) != 0 {
-				return config.NodeErr(n, "can't declare block here")
-			}
-			if err := d.Set(into, n.Args); err != nil {
-				return config.NodeErr(n, "%v", err)
-			}
-			return nil
-		}
-		if d.Repeat {
-			cfg.Callback(d.Name, func(_ *config.Map, n config.Node) error { return set(n) })
-			continue
-		}
-		cfg.Custom(d.Name, false, false, nil, func(_ *config.Map, n config.Node) (interface{}, error) {
-			return nil, set(n)
-		}, nil)
-	}
-}
-
 // parseTLSRPT parses `tlsrpt [off] { ... }` (docs/tlsrpt.md).
 func parseTLSRPT(m *config.Map, n config.Node, stateDir string) (*service.TLSRPTSettings, module.DeliveryTarget, error) {
 	t := service.DefaultTLSRPTSettings()
@@ -202,7 +180,7 @@ func parseTLSRPT(m *config.Map, n config.Node, stateDir string) (*service.TLSRPT
 	}
 	var tgt module.DeliveryTarget
 	cm := config.NewMap(m.Globals, n)
-	declare(cm, service.TLSRPTDirectives, &t)
+	maddyconf.Declare(cm, service.TLSRPTDirectives, &t)
 	cm.Custom("deliver_to", false, false, nil, func(m *config.Map, n config.Node) (interface{}, error) {
 		d, err := modconfig.DeliveryDirective(m, n)
 		if err != nil {

@@ -248,7 +248,9 @@ func TestEndToEnd09(t *testing.T) {
 			t.Fatalf("bad.example policy: %v", pol)
 		}
 		fds, _ := pol["failure-details"].([]any)
-		if len(fds) == 0 || fds[0].(map[string]any)["result-type"] != "certificate-not-trusted" {
+		// A TLSA mismatch: RFC 8460 §4.3.1 certificate-host-mismatch, as in
+		// the root's TLS-RPT test (docs/tlsrpt.md).
+		if len(fds) == 0 || fds[0].(map[string]any)["result-type"] != "certificate-host-mismatch" {
 			t.Fatalf("bad.example failure details: %v", pol["failure-details"])
 		}
 		pol = onePolicy(t, ee)

@@ -2,8 +2,11 @@
 // in: maddy's own command line (run, verify-config, version) plus
 //
 //	maddy check DOMAIN    show what the policy sees and decides for a domain (docs/checker.md)
+//	maddy check --self    check this server's own inbound DANE and MTA-STS (docs/own-domain.md)
+//	maddy nextkey ...     roll a `tls file` key without breaking DANE (create, status, switch)
 //	maddy tlsrpt list     show the recorded TLS report data (docs/tlsrpt.md)
 //	maddy tlsrpt send     have the running maddy send a day's TLS reports now
+//	maddy tlsrpt received show the TLS reports others sent about our domains (docs/tlsrpt-receiver.md)
 //
 // See ports/maddy-0.9/README.md for building it, and docs/install.md for
 // what differs from the maddy 0.8 build.

@@ -1,13 +1,14 @@
 package maddymain
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
 	"github.com/foxcpp/maddy"
 	"github.com/foxcpp/maddy/framework/config"
 	"github.com/foxcpp/maddy/framework/container"
+	"github.com/maddy-dane/daneguard/internal/maddyconf"
+	"github.com/maddy-dane/daneguard/internal/selfcheck"
 	"github.com/maddy-dane/daneguard/internal/service"
 	"github.com/maddy-dane/daneguard/internal/subcmd"
 	daneguard "github.com/maddy-dane/daneguard/ports/maddy-0.9"
@@ -20,7 +21,7 @@ import (
 // dane blocks open nothing until they are started, so this is safe next
 // to a running server.
 func loadDaneBlock(path string) (subcmd.DaneBlock, error) {
-	nodes, err := maddy.ReadConfig(path)
+	nodes, err := maddyconf.ReadFile(path)
 	if err != nil {
 		return subcmd.DaneBlock{}, err
 	}
@@ -61,7 +62,7 @@ func loadDaneBlock(path string) (subcmd.DaneBlock, error) {
 	}
 	insts := daneguard.Instances()[before:]
 	if len(insts) == 0 {
-		return subcmd.DaneBlock{}, errors.New("no target.remote block with mx_auth { dane { ... } } found in " + path)
+		return subcmd.DaneBlock{}, fmt.Errorf("%w in %s", subcmd.ErrNoDaneBlock, path)
 	}
 	if len(insts) > 1 {
 		fmt.Fprintf(os.Stderr, "note: %d dane blocks in %s; using the first\n", len(insts), path)
@@ -70,41 +71,54 @@ func loadDaneBlock(path string) (subcmd.DaneBlock, error) {
 	return subcmd.DaneBlock{Settings: insts[0].Settings(), PolicyTable: insts[0].PolicyTable(), Hostname: hostname}, nil
 }
 
+// readWithGlobals parses the configuration and reads its global
+// directives the way maddy 0.9 does, into a container of its own; it
+// returns the nodes, the globals and the state directory.
+func readWithGlobals(path string) ([]config.Node, map[string]interface{}, string, error) {
+	nodes, err := maddyconf.ReadFile(path)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	// A global `tls` directive creates its loader through maddy's
+	// inline-module code, which needs container.Global (nil outside
+	// `maddy run`: a nil dereference in maddy).
+	c := container.New()
+	saved := container.Global
+	container.Global = c
+	defer func() { container.Global = saved }()
+	globals, _, err := maddy.ReadGlobals(c, nodes)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return nodes, globals, c.Config.StateDirectory, nil
+}
+
 // tlsrptDirsFromConfig lists the tlsrpt directories of the dane blocks in
 // the configuration at path.
 func tlsrptDirsFromConfig(path string) ([]string, error) {
-	nodes, err := maddy.ReadConfig(path)
+	nodes, _, stateDir, err := readWithGlobals(path)
 	if err != nil {
 		return nil, err
 	}
-	c := container.New()
-	if _, _, err := maddy.ReadGlobals(c, nodes); err != nil {
+	return maddyconf.TLSRPTDirs(nodes, stateDir), nil
+}
+
+// receiverStoresFromConfig lists where the target.tlsrpt_receiver blocks
+// of the configuration at path keep their reports.
+func receiverStoresFromConfig(path string) ([]service.ReceiverStore, error) {
+	nodes, globals, stateDir, err := readWithGlobals(path)
+	if err != nil {
 		return nil, err
 	}
-	seen := map[string]bool{}
-	var dirs []string
-	var walk func(ns []config.Node, inDane bool)
-	walk = func(ns []config.Node, inDane bool) {
-		for _, n := range ns {
-			if n.Name == "tlsrpt" && inDane {
-				if len(n.Args) == 1 && n.Args[0] == "off" {
-					continue
-				}
-				dir := service.DefaultTLSRPTDir(c.Config.StateDirectory)
-				for _, ch := range n.Children {
-					if ch.Name == "dir" && len(ch.Args) == 1 {
-						dir = ch.Args[0]
-					}
-				}
-				if !seen[dir] {
-					seen[dir] = true
-					dirs = append(dirs, dir)
-				}
-				continue
-			}
-			walk(n.Children, n.Name == "dane")
-		}
+	return maddyconf.ReceiverStores(nodes, globals, stateDir)
+}
+
+// serverConf is the self-check's view of maddy.conf (internal/maddyconf,
+// the same for maddy 0.8 and 0.9).
+func serverConf(path string) (*selfcheck.ServerConf, error) {
+	nodes, err := maddyconf.ReadFile(path)
+	if err != nil {
+		return nil, err
 	}
-	walk(nodes, false)
-	return dirs, nil
+	return maddyconf.ServerConf(path, nodes)
 }

@@ -3,8 +3,10 @@
 // run the same command line.
 //
 // It keeps maddy's own command line by calling maddy's CLI entry point and
-// adds `check` and `tlsrpt` (internal/subcmd, with maddy 0.9's
-// configuration reading). maddy 0.9 registers a verify-config command of
+// adds the maddy 0.8 build's commands: `check` (with --self), `nextkey`
+// and `tlsrpt list|send|received` (internal/subcmd; the configuration
+// reading that is the same in both maddy versions is internal/maddyconf,
+// the rest is config.go). maddy 0.9 registers a verify-config command of
 // its own, which runs maddy's configuration step (and with it every dane
 // block's Configure); it is kept: the maddy 0.8 build's verify-config is
 // not added (maddy's CLI takes the first command of a name, so it would
@@ -39,8 +41,11 @@ func maddyAddSubcommand(cmd *cli.Command)
 
 // Main runs maddy's command line with daneguard's subcommands.
 func Main() {
-	maddyAddSubcommand(subcmd.Check(loadDaneBlock, nil))
-	maddyAddSubcommand(subcmd.TLSRPT(tlsrptDirsFromConfig))
+	maddyAddSubcommand(subcmd.Check(loadDaneBlock, subcmd.SelfCheck(loadDaneBlock, serverConf)))
+	maddyAddSubcommand(subcmd.NextKey(serverConf))
+	rpt := subcmd.TLSRPT(tlsrptDirsFromConfig)
+	rpt.Subcommands = append(rpt.Subcommands, subcmd.Received(receiverStoresFromConfig, serverConf))
+	maddyAddSubcommand(rpt)
 	// Refuse to run at all if this maddy would not run the policy.
 	if err := daneguard.CheckIntegration(); err != nil {
 		fmt.Fprintln(os.Stderr, "daneguard: this binary's maddy does not run the daneguard policy for mx_auth { dane }:", err)

@@ -1,4 +1,4 @@
-package main
+package subcmd
 
 import (
 	"context"
@@ -16,8 +16,6 @@ import (
 // `maddy nextkey`: the key rollover workflow for `tls file` certificates
 // (RFC 7671 §8.1, docs/own-domain.md).
 
-func init() { extraCommands = append(extraCommands, nextkeyCommand()) }
-
 // Exit statuses of `maddy nextkey status` and `switch`.
 const (
 	nkSafe       = 0 // safe to switch / switched
@@ -25,7 +23,9 @@ const (
 	nkNotVisible = 2 // not in the secure TLSA RRset
 )
 
-func nextkeyCommand() *cli.Command {
+// NextKey is `maddy nextkey`; server reads `tls file` and the hostname
+// from maddy.conf when --key, --cert or --host are not given.
+func NextKey(server ServerConfFunc) *cli.Command {
 	common := []cli.Flag{
 		&cli.PathFlag{Name: "config", Usage: "maddy.conf whose `tls file CERT KEY` names the current key (default: maddy's --config)"},
 		&cli.PathFlag{Name: "key", Usage: "the current private key (default: from the config)"},
@@ -44,13 +44,13 @@ func nextkeyCommand() *cli.Command {
 				Name:   "create",
 				Usage:  "Create the next private key (same algorithm, mode 0600, never overwriting) and print its 3 1 1 record",
 				Flags:  common,
-				Action: nextkeyCreate,
+				Action: func(c *cli.Context) error { return nextkeyCreate(c, server) },
 			},
 			{
 				Name:   "status",
 				Usage:  "Say whether the next key's record has been visible for two TTLs (exit 0 safe, 1 wait, 2 not published)",
 				Flags:  append(append([]cli.Flag{}, common...), dnsFlags...),
-				Action: func(c *cli.Context) error { return nextkeyStatus(c, false) },
+				Action: func(c *cli.Context) error { return nextkeyStatus(c, server, false) },
 			},
 			{
 				Name:  "switch",
@@ -59,7 +59,7 @@ func nextkeyCommand() *cli.Command {
 					&cli.PathFlag{Name: "cert", Usage: "the current certificate file (default: from the config)"},
 					&cli.PathFlag{Name: "new-cert", Required: true, Usage: "the certificate (chain) issued for the next key"},
 				}, common...), dnsFlags...),
-				Action: func(c *cli.Context) error { return nextkeyStatus(c, true) },
+				Action: func(c *cli.Context) error { return nextkeyStatus(c, server, true) },
 			},
 		},
 	}
@@ -67,14 +67,14 @@ func nextkeyCommand() *cli.Command {
 
 type nkPaths struct{ cert, key, next, host string }
 
-func nextkeyPaths(c *cli.Context) (nkPaths, error) {
+func nextkeyPaths(c *cli.Context, server ServerConfFunc) (nkPaths, error) {
 	var p nkPaths
 	p.key, p.next, p.host = c.Path("key"), c.Path("next"), c.String("host")
 	if c.IsSet("cert") {
 		p.cert = c.Path("cert")
 	}
 	if path := configPathOf(c); path != "" && (p.key == "" || p.host == "" || p.cert == "") {
-		mc, err := readMaddyConf(path)
+		mc, err := server(path)
 		if err != nil {
 			return p, err
 		}
@@ -99,8 +99,8 @@ func cmpOr(a, b string) string {
 
 func owner(host string) string { return "_25._tcp." + strings.TrimSuffix(host, ".") + "." }
 
-func nextkeyCreate(c *cli.Context) error {
-	p, err := nextkeyPaths(c)
+func nextkeyCreate(c *cli.Context, server ServerConfFunc) error {
+	p, err := nextkeyPaths(c, server)
 	if err != nil {
 		return cli.Exit("maddy nextkey: "+err.Error(), selfcheck.ExitUsage)
 	}
@@ -135,8 +135,8 @@ and have your CA sign next.csr. Switch only when this says so:
 	return nil
 }
 
-func nextkeyStatus(c *cli.Context, doSwitch bool) error {
-	p, err := nextkeyPaths(c)
+func nextkeyStatus(c *cli.Context, server ServerConfFunc, doSwitch bool) error {
+	p, err := nextkeyPaths(c, server)
 	if err != nil {
 		return cli.Exit("maddy nextkey: "+err.Error(), selfcheck.ExitUsage)
 	}

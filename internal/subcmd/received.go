@@ -1,8 +1,7 @@
-package main
+package subcmd
 
 // maddy tlsrpt received: the reports others sent about our own domains, as
-// target.tlsrpt_receiver stored them. See docs/tlsrpt-receiver.md. It reads
-// maddy.conf with maddy 0.8's parser, hence here and not in internal/subcmd.
+// target.tlsrpt_receiver stored them. See docs/tlsrpt-receiver.md.
 
 import (
 	"context"
@@ -13,9 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/foxcpp/maddy"
-	"github.com/foxcpp/maddy/framework/config"
-	"github.com/maddy-dane/daneguard"
 	"github.com/maddy-dane/daneguard/dane"
 	"github.com/maddy-dane/daneguard/fleet"
 	"github.com/maddy-dane/daneguard/internal/selfcheck"
@@ -24,7 +20,14 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-func receivedCommand() *cli.Command {
+// ReceiverStoresFunc lists where the target.tlsrpt_receiver blocks of the
+// configuration file at path keep their reports.
+type ReceiverStoresFunc func(path string) ([]service.ReceiverStore, error)
+
+// Received is `maddy tlsrpt received`, a subcommand of TLSRPT's command:
+// stores reads the configuration's receiver blocks, server reads it for
+// --explain.
+func Received(stores ReceiverStoresFunc, server ServerConfFunc) *cli.Command {
 	return &cli.Command{
 		Name:  "received",
 		Usage: "Show the TLS reports other MTAs sent about this server's domains (target.tlsrpt_receiver)",
@@ -39,21 +42,21 @@ next to each failure.`,
 			&cli.BoolFlag{Name: "explain", Usage: "run the self-check and show the likely cause of each failure"},
 			&cli.StringSliceFlag{Name: "resolver", Usage: "with --explain: validating DNS resolver ADDR[:PORT] (default /etc/resolv.conf)"},
 		},
-		Action: tlsrptReceived,
+		Action: func(c *cli.Context) error { return tlsrptReceived(c, stores, server) },
 	}
 }
 
-func tlsrptReceived(c *cli.Context) error {
+func tlsrptReceived(c *cli.Context, stores ReceiverStoresFunc, server ServerConfFunc) error {
 	if c.Int("days") < 1 {
 		return cli.Exit("--days must be at least 1", 2)
 	}
-	var srcs []receivedSource
+	var srcs []service.ReceiverStore
 	for _, p := range c.StringSlice("store") {
-		srcs = append(srcs, receivedSource{path: p})
+		srcs = append(srcs, service.ReceiverStore{Path: p})
 	}
 	if len(srcs) == 0 {
 		var err error
-		if srcs, err = receiverStoresFromConfig(c.Path("config")); err != nil {
+		if srcs, err = stores(c.Path("config")); err != nil {
 			return cli.Exit(err.Error(), 2)
 		}
 		if len(srcs) == 0 {
@@ -63,7 +66,7 @@ func tlsrptReceived(c *cli.Context) error {
 	since := tlsrpt.RetentionCutoff(time.Now(), c.Int("days"))
 	var lists [][]tlsrpt.ReceivedEntry
 	for _, src := range srcs {
-		es, err := src.read(c.Context, since)
+		es, err := readReceived(c.Context, src, since)
 		if err != nil {
 			return err
 		}
@@ -74,7 +77,7 @@ func tlsrptReceived(c *cli.Context) error {
 	entries := fleet.MergeReceived(lists...)
 	var opts tlsrpt.SummaryOptions
 	if c.Bool("explain") {
-		rep, err := selfcheckForExplain(c, entries)
+		rep, err := selfcheckForExplain(c, server, entries)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "warning: the self-check could not run, no likely causes: %v\n", err)
 		} else {
@@ -88,37 +91,30 @@ func tlsrptReceived(c *cli.Context) error {
 	return tlsrpt.WriteReceivedText(os.Stdout, days)
 }
 
-// receivedSource is where one receiver block keeps its reports: its local
-// store, and with shared_store the fleet's.
-type receivedSource struct {
-	path   string
-	shared *service.StoreSettings
-}
-
-// read returns the reports of day since or later. With a shared store:
-// the fleet's (Redis) and this node's local ones not pushed yet (if its
-// local store exists: the command does not create a store maddy will own);
-// a shared store that does not answer is an error (exit 1), never a
-// silently partial view.
-func (src receivedSource) read(ctx context.Context, since string) ([]tlsrpt.ReceivedEntry, error) {
+// readReceived returns the reports of day since or later that src keeps.
+// With a shared store: the fleet's (Redis) and this node's local ones not
+// pushed yet (if its local store exists: the command does not create a
+// store maddy will own); a shared store that does not answer is an error
+// (exit 1), never a silently partial view.
+func readReceived(ctx context.Context, src service.ReceiverStore, since string) ([]tlsrpt.ReceivedEntry, error) {
 	var shared []tlsrpt.ReceivedEntry
-	if st := src.shared; st != nil {
+	if st := src.Shared; st != nil {
 		cl, err := fleet.Open(st.Redis, nil)
 		if err != nil {
 			return nil, cli.Exit(fmt.Sprintf("shared_store %s: %v", st.URL, err), 1)
 		}
 		defer cl.Close()
 		if shared, err = fleet.ReadReceived(ctx, cl, since); err != nil {
-			return nil, cli.Exit(fmt.Sprintf("shared_store %s: %v (use --store %s for this node's own reports)", st.URL, err, src.path), 1)
+			return nil, cli.Exit(fmt.Sprintf("shared_store %s: %v (use --store %s for this node's own reports)", st.URL, err, src.Path), 1)
 		}
-		if _, err := os.Stat(src.path); err != nil {
+		if _, err := os.Stat(src.Path); err != nil {
 			return shared, nil
 		}
-	} else if _, err := os.Stat(src.path); err != nil {
-		return nil, cli.Exit(fmt.Sprintf("no received-report store at %s: %v", src.path, err), 2)
+	} else if _, err := os.Stat(src.Path); err != nil {
+		return nil, cli.Exit(fmt.Sprintf("no received-report store at %s: %v", src.Path, err), 2)
 	}
-	st, err := tlsrpt.OpenReceivedStore(src.path, tlsrpt.StoreOptions{OnCorrupt: func(moved string, err error) {
-		fmt.Fprintf(os.Stderr, "warning: the store %s was corrupt (%v); moved to %s, starting empty\n", src.path, err, moved)
+	st, err := tlsrpt.OpenReceivedStore(src.Path, tlsrpt.StoreOptions{OnCorrupt: func(moved string, err error) {
+		fmt.Fprintf(os.Stderr, "warning: the store %s was corrupt (%v); moved to %s, starting empty\n", src.Path, err, moved)
 	}})
 	if err != nil {
 		return nil, cli.Exit(err.Error(), 1)
@@ -130,47 +126,10 @@ func (src receivedSource) read(ctx context.Context, since string) ([]tlsrpt.Rece
 	return fleet.MergeReceived(shared, local), nil
 }
 
-// receiverStoresFromConfig lists the stores of every target.tlsrpt_receiver
-// block (top-level or inline), parsed as the module parses them.
-func receiverStoresFromConfig(path string) ([]receivedSource, error) {
-	nodes, err := readConfig(path)
-	if err != nil {
-		return nil, err
-	}
-	globals, _, err := maddy.ReadGlobals(nodes)
-	if err != nil {
-		return nil, err
-	}
-	var out []receivedSource
-	var firstErr error
-	var walk func(ns []config.Node)
-	walk = func(ns []config.Node) {
-		for _, n := range ns {
-			if n.Name == daneguard.ReceiverModuleName || n.Name == strings.TrimPrefix(daneguard.ReceiverModuleName, "target.") {
-				s, err := daneguard.ParseReceiverBlock(globals, n)
-				if err != nil {
-					if firstErr == nil {
-						firstErr = err
-					}
-					continue
-				}
-				src := receivedSource{path: s.StorePath, shared: s.SharedStore}
-				if !slices.ContainsFunc(out, func(o receivedSource) bool { return o.path == src.path && o.shared == nil && src.shared == nil }) {
-					out = append(out, src)
-				}
-				continue
-			}
-			walk(n.Children)
-		}
-	}
-	walk(nodes)
-	return out, firstErr
-}
-
 // selfcheckForExplain runs the self-check for the configuration's domains
 // and the policy domains of the reports.
-func selfcheckForExplain(c *cli.Context, entries []tlsrpt.ReceivedEntry) (*selfcheck.Report, error) {
-	mc, err := readMaddyConf(c.Path("config"))
+func selfcheckForExplain(c *cli.Context, server ServerConfFunc, entries []tlsrpt.ReceivedEntry) (*selfcheck.Report, error) {
+	mc, err := server(c.Path("config"))
 	if err != nil {
 		return nil, err
 	}

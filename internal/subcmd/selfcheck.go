@@ -1,17 +1,15 @@
-package main
+package subcmd
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/foxcpp/maddy/framework/config"
 	"github.com/maddy-dane/daneguard/dane"
 	"github.com/maddy-dane/daneguard/internal/selfcheck"
 	"github.com/maddy-dane/daneguard/internal/service"
@@ -20,7 +18,22 @@ import (
 
 // `maddy check --self` checks this server's own inbound DANE and MTA-STS
 // as a sender sees them (docs/checker.md, docs/own-domain.md). The work is
-// internal/selfcheck's; this file reads maddy.conf for it.
+// internal/selfcheck's; the build supplies the reading of maddy.conf.
+
+// ErrNoDaneBlock is what a LoadFunc returns (wrapped) when the
+// configuration runs no daneguard policy; check --self then goes on with
+// --resolver or /etc/resolv.conf.
+var ErrNoDaneBlock = errors.New("no target.remote block with mx_auth { dane { ... } }")
+
+// ServerConfFunc reads the self-check's view of the server from the
+// configuration file at path, configuring nothing.
+type ServerConfFunc func(path string) (*selfcheck.ServerConf, error)
+
+// SelfCheck is check's --self: load reads the dane block (resolver,
+// roots, selfcheck_* settings), server the rest of maddy.conf.
+func SelfCheck(load LoadFunc, server ServerConfFunc) *Self {
+	return &Self{Run: func(c *cli.Context) error { return runSelfcheck(c, load, server) }, Flags: selfcheckFlags()}
+}
 
 // selfcheckFlags are the flags of check that only --self uses; the others
 // (--config, --json, --resolver, --trust-remote-resolver, --roots,
@@ -46,7 +59,7 @@ func configPathOf(c *cli.Context) string {
 	return ""
 }
 
-func runSelfcheck(c *cli.Context) error {
+func runSelfcheck(c *cli.Context, load LoadFunc, server ServerConfFunc) error {
 	if c.NArg() != 0 {
 		return scUsage("takes no DOMAIN argument (use --domain)")
 	}
@@ -56,12 +69,12 @@ func runSelfcheck(c *cli.Context) error {
 	}
 	rootsPath := c.Path("roots")
 	if rootsPath != "" {
-		// Before loadDaneConfig enters the state directory.
+		// Before load enters the state directory.
 		if abs, err := filepath.Abs(rootsPath); err == nil {
 			rootsPath = abs
 		}
 	}
-	mc, err := readMaddyConf(path)
+	mc, err := server(path)
 	if err != nil {
 		return scUsage("configuration: %v", err)
 	}
@@ -69,15 +82,17 @@ func runSelfcheck(c *cli.Context) error {
 	// the module's own parser: the check asks the resolver the server
 	// asks.
 	settings := service.DefaultSettings()
-	inst, _, done, err := loadDaneConfig(path)
+	blk, err := load(path)
 	switch {
-	case errors.Is(err, errNoDaneBlock):
+	case errors.Is(err, ErrNoDaneBlock):
 		fmt.Fprintf(os.Stderr, "note: %v; using --resolver or /etc/resolv.conf\n", err)
 	case err != nil:
 		return scUsage("configuration: %v", err)
 	default:
-		defer done()
-		settings = inst.Settings
+		if blk.Done != nil {
+			defer blk.Done()
+		}
+		settings = blk.Settings
 	}
 	opts := selfcheck.Options{
 		Hostname: mc.Hostname, Domains: mc.Domains, Days: c.Int("days"),
@@ -148,146 +163,4 @@ func runSelfcheck(c *cli.Context) error {
 		return cli.Exit("", rep.ExitCode)
 	}
 	return nil
-}
-
-// maddyConf is what the self-check needs from maddy.conf.
-type maddyConf struct {
-	Hostname string
-	StateDir string
-	Domains  []string
-	Listen   []net.IP
-	Source   selfcheck.KeySource
-	CertPath string
-	KeyPath  string
-	CertErr  error
-}
-
-// readMaddyConf reads maddy.conf with maddy's own parser (macros and
-// imports expanded) without initializing any module.
-func readMaddyConf(path string) (*maddyConf, error) {
-	nodes, err := readConfig(path)
-	if err != nil {
-		return nil, err
-	}
-	mc := &maddyConf{StateDir: "/var/lib/maddy"}
-	var globalTLS *config.Node
-	for i, n := range nodes {
-		switch n.Name {
-		case "hostname":
-			if len(n.Args) == 1 {
-				mc.Hostname = n.Args[0]
-			}
-		case "state_dir":
-			if len(n.Args) == 1 {
-				mc.StateDir = n.Args[0]
-			}
-		case "tls":
-			globalTLS = &nodes[i]
-		}
-	}
-	if mc.Hostname == "" {
-		return nil, fmt.Errorf("%s: no top-level hostname directive", path)
-	}
-	var tlsNode *config.Node
-	for _, n := range nodes {
-		if n.Name != "smtp" || !listensOn25(n.Args) {
-			continue
-		}
-		for _, a := range n.Args {
-			if u, err := url.Parse(a); err == nil {
-				if ip := net.ParseIP(strings.Trim(u.Hostname(), "[]")); ip != nil && !ip.IsUnspecified() {
-					mc.Listen = append(mc.Listen, ip)
-				}
-			}
-		}
-		for i, ch := range n.Children {
-			switch ch.Name {
-			case "tls":
-				if tlsNode == nil {
-					tlsNode = &n.Children[i]
-				}
-			case "destination":
-				for _, d := range ch.Args {
-					if d != "postmaster" && !strings.ContainsAny(d, "@&/$") {
-						mc.Domains = append(mc.Domains, d)
-					}
-				}
-			}
-		}
-	}
-	if tlsNode == nil {
-		tlsNode = globalTLS
-	}
-	mc.tls(nodes, tlsNode)
-	return mc, nil
-}
-
-func listensOn25(args []string) bool {
-	for _, a := range args {
-		if u, err := url.Parse(a); err == nil && u.Port() == "25" {
-			return true
-		}
-	}
-	return false
-}
-
-// tls finds the certificate the tls directive loads: `tls file CERT KEY`,
-// `tls { loader acme { ... } }` or a reference to a top-level
-// tls.loader.file / tls.loader.acme block. Relative paths are relative to
-// the state directory, where maddy runs.
-func (mc *maddyConf) tls(nodes []config.Node, n *config.Node) {
-	mc.Source = selfcheck.SourceFile
-	if n == nil {
-		mc.CertErr = fmt.Errorf("no tls directive for the port 25 endpoint")
-		return
-	}
-	loader, args, block := "", n.Args, []config.Node(nil)
-	if len(args) == 0 {
-		for _, ch := range n.Children {
-			if ch.Name == "loader" && len(ch.Args) > 0 {
-				args, block = ch.Args, ch.Children
-			}
-		}
-	}
-	if len(args) == 0 || args[0] == "off" {
-		mc.CertErr = fmt.Errorf("tls is off on the port 25 endpoint")
-		return
-	}
-	loader = args[0]
-	if ref, ok := strings.CutPrefix(loader, "&"); ok {
-		for _, t := range nodes {
-			if strings.HasPrefix(t.Name, "tls.loader.") && len(t.Args) > 0 && t.Args[0] == ref {
-				loader, block = strings.TrimPrefix(t.Name, "tls.loader."), t.Children
-				args = append([]string{loader}, t.Args[1:]...)
-			}
-		}
-	}
-	rel := func(p string) string {
-		if p != "" && !filepath.IsAbs(p) {
-			return filepath.Join(mc.StateDir, p)
-		}
-		return p
-	}
-	switch loader {
-	case "file":
-		if len(args) >= 3 {
-			mc.CertPath, mc.KeyPath = rel(args[1]), rel(args[2])
-			return
-		}
-		mc.CertErr = fmt.Errorf("tls file without CERT KEY arguments")
-	case "acme":
-		mc.Source = selfcheck.SourceACME
-		store, host := filepath.Join(mc.StateDir, "acme"), mc.Hostname
-		for _, ch := range block {
-			if len(ch.Args) == 1 && ch.Name == "store_path" {
-				store = rel(ch.Args[0])
-			}
-			if len(ch.Args) == 1 && ch.Name == "hostname" {
-				host = ch.Args[0]
-			}
-		}
-		mc.CertPath, mc.CertErr = selfcheck.ACMECertPath(store, host)
-	default:
-		mc.CertErr = fmt.Errorf("tls loader %q is not understood by the self-check", loader)
-	}
 }
