@@ -1,16 +1,21 @@
-// Package maddyconf is the part of reading maddy.conf that is the same in
-// maddy 0.8.2 and 0.9.4, shared by both builds' glue and mains: the
+// Package maddyconf is the part of the maddy glue that is the same source
+// for maddy 0.8.2 and 0.9.4, shared by both builds' glue and mains: the
 // directive loop that turns a maddy-free directive table
-// (internal/service) into config.Map callbacks, and walks over the parsed
-// configuration for the subcommands (the self-check's view of the server,
-// the TLS-RPT and received-report stores).
+// (internal/service) into config.Map callbacks, the tlsrpt block, the
+// mx_auth policy's per-message adapter and its SMTP errors (policy.go),
+// and walks over the parsed configuration for the subcommands (the
+// self-check's view of the server, the TLS-RPT and received-report
+// stores).
 //
-// It imports only maddy's framework/config and framework/cfgparser, whose
-// API is identical in both maddy versions (config.Map, config.Node,
-// config.NodeErr, cfgparser.Read): the root module compiles this package
-// against maddy 0.8.2, the ports/maddy-0.9 module against 0.9.4. Keep it
-// that way: anything that differs between the versions (the module
-// registry, containers, ReadGlobals) belongs to each build's glue.
+// It uses only maddy APIs that are identical in both versions:
+// framework/config (config.Map, config.Node, config.NodeErr),
+// framework/cfgparser.Read, framework/exterrors, modconfig.DeliveryDirective
+// and, of framework/module, DeliveryMXAuthPolicy, the MX/TLS levels and
+// MsgMetadata. The root module compiles this package against maddy 0.8.2,
+// the ports/maddy-0.9 module against 0.9.4. Keep it that way: anything
+// that differs between the versions (the module registry and interface,
+// containers, loggers, delivery targets, ReadGlobals) belongs to each
+// build's glue.
 package maddyconf
 
 import (

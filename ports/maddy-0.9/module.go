@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"maps"
@@ -21,7 +20,6 @@ import (
 	"github.com/foxcpp/maddy/framework/exterrors"
 	"github.com/foxcpp/maddy/framework/log"
 	"github.com/foxcpp/maddy/framework/module"
-	"github.com/maddy-dane/daneguard/internal/engine"
 	"github.com/maddy-dane/daneguard/internal/maddyconf"
 	"github.com/maddy-dane/daneguard/internal/service"
 	"github.com/maddy-dane/daneguard/tlsrpt"
@@ -101,7 +99,7 @@ func (p *Policy) Configure(inlineArgs []string, cfg *config.Map) error {
 		if s.TLSRPT != nil {
 			return config.NodeErr(n, "duplicate tlsrpt block")
 		}
-		t, tgt, err := parseTLSRPT(m, n, p.stateDir)
+		t, tgt, err := maddyconf.ParseTLSRPT(m, n, p.stateDir)
 		if tgt != nil {
 			submit = submitVia(tgt)
 		}
@@ -165,135 +163,13 @@ func (p *Policy) Stop() error {
 	return nil
 }
 
-// parseTLSRPT parses `tlsrpt [off] { ... }` (docs/tlsrpt.md).
-func parseTLSRPT(m *config.Map, n config.Node, stateDir string) (*service.TLSRPTSettings, module.DeliveryTarget, error) {
-	t := service.DefaultTLSRPTSettings()
-	switch {
-	case len(n.Args) == 1 && n.Args[0] == "off":
-		if len(n.Children) != 0 {
-			return nil, nil, config.NodeErr(n, "tlsrpt off takes no block")
-		}
-		t.Off = true
-		return &t, nil, nil
-	case len(n.Args) != 0:
-		return nil, nil, config.NodeErr(n, "usage: tlsrpt [off] { ... }")
-	}
-	var tgt module.DeliveryTarget
-	cm := config.NewMap(m.Globals, n)
-	maddyconf.Declare(cm, service.TLSRPTDirectives, &t)
-	cm.Custom("deliver_to", false, false, nil, func(m *config.Map, n config.Node) (interface{}, error) {
-		d, err := modconfig.DeliveryDirective(m, n)
-		if err != nil {
-			return nil, config.NodeErr(n, "deliver_to: %v", err)
-		}
-		return d, nil
-	}, &tgt)
-	if _, err := cm.Process(); err != nil {
-		return nil, nil, err
-	}
-	hostname, _ := m.Globals["hostname"].(string)
-	if err := t.Validate(hostname, stateDir); err != nil {
-		return nil, nil, config.NodeErr(n, "%v", err)
-	}
-	return &t, tgt, nil
-}
-
 // StartDelivery begins the policy's work for one message.
 func (p *Policy) StartDelivery(meta *module.MsgMetadata) module.DeliveryMXAuthPolicy {
-	d := &delivery{p: p}
-	d.Reset(meta)
-	return d
-}
-
-// delivery adapts a service.Delivery to maddy's DeliveryMXAuthPolicy.
-type delivery struct {
-	p *Policy
-	d *service.Delivery
-}
-
-func (d *delivery) Reset(meta *module.MsgMetadata) {
-	svc := d.p.svc.Load()
-	if svc == nil {
-		return
-	}
-	id := ""
-	if meta != nil {
-		id = meta.ID
-	}
-	if d.d == nil {
-		d.d = svc.Delivery(id)
-		return
-	}
-	d.d.Reset(id)
-}
-
-func (d *delivery) PrepareDomain(ctx context.Context, domain string) {
-	if d.d != nil {
-		d.d.PrepareDomain(ctx, domain)
-	}
-}
-
-// PrepareConn does nothing: target.remote calls it after CheckMX for the
-// same host, whose lookups are then already done and cached.
-func (d *delivery) PrepareConn(ctx context.Context, mx string) {}
-
-func (d *delivery) CheckMX(ctx context.Context, _ module.MXLevel, domain, mx string, _ bool) (module.MXLevel, error) {
-	if d.d == nil {
-		return module.MXNone, notStarted()
-	}
-	v, proceed := d.d.CheckMX(ctx, domain, mx)
-	switch {
-	case !proceed:
-		return module.MXNone, smtpError(v)
-	case !v.OK(): // a TLS report, delivered despite the refusal
-		return module.MXNone, nil
-	}
-	// Lets local_policy { min_mx_level dnssec|mtasts } work, as in the
-	// maddy 0.8 glue.
-	switch {
-	case v.MXSecure:
-		return module.MX_DNSSEC, nil
-	case v.STSMXMatched:
-		return module.MX_MTASTS, nil
-	}
-	return module.MXNone, nil
-}
-
-func (d *delivery) CheckConn(ctx context.Context, _ module.MXLevel, _ module.TLSLevel, domain, mx string, st tls.ConnectionState) (module.TLSLevel, error) {
-	if d.d == nil {
-		return module.TLSNone, notStarted()
-	}
-	v, proceed := d.d.CheckConn(ctx, domain, mx, st)
-	switch {
-	case !proceed:
-		return module.TLSNone, smtpError(v)
-	case v.Result == engine.Authenticated:
-		return module.TLSAuthenticated, nil
-	}
-	return module.TLSNone, nil
+	return maddyconf.NewDelivery(p.svc.Load, notStarted, meta)
 }
 
 func notStarted() error {
 	return exterrors.WithTemporary(fmt.Errorf("%s: policy not started", ModuleName), true)
-}
-
-// smtpError turns a Deferred verdict into the error target.remote returns,
-// exactly as the maddy 0.8 glue does: maddy 0.9.4 still wraps the last MX
-// error into "No usable MXs, last err: ..." with 451 and 5.4.0, so the
-// text carries the enhanced code (docs/verdicts.md).
-func smtpError(v *engine.Verdict) error {
-	return &exterrors.SMTPError{
-		Code:         v.Code,
-		EnhancedCode: exterrors.EnhancedCode(v.EnhancedCode),
-		Message:      v.Message,
-		TargetName:   "remote",
-		Reason:       fmt.Sprintf("%d.%d.%d %s: %s", v.EnhancedCode[0], v.EnhancedCode[1], v.EnhancedCode[2], v.Reason, v.Message),
-		Misc: map[string]interface{}{
-			"domain":  v.Domain,
-			"mx":      v.MX,
-			"verdict": string(v.Result),
-		},
-	}
 }
 
 // maddyLog is the service's Logger on a maddy 0.9 *log.Logger. debug is
