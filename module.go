@@ -22,17 +22,9 @@
 package daneguard
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"maps"
 
-	"github.com/emersion/go-message/textproto"
-	"github.com/emersion/go-smtp"
-	"github.com/foxcpp/maddy/framework/buffer"
 	"github.com/foxcpp/maddy/framework/config"
 	modconfig "github.com/foxcpp/maddy/framework/config/module"
 	"github.com/foxcpp/maddy/framework/exterrors"
@@ -97,7 +89,7 @@ func (p *Policy) Init(cfg *config.Map) error {
 		}
 		t, tgt, err := maddyconf.ParseTLSRPT(m, n, config.StateDirectory)
 		if tgt != nil {
-			submit = submitVia(tgt)
+			submit = maddyconf.SubmitVia(tgt.Start)
 		}
 		s.TLSRPT = t
 		return err
@@ -170,43 +162,4 @@ func (m maddyLog) With(kv ...any) service.Logger {
 		}
 	}
 	return maddyLog{n}
-}
-
-// submitVia submits report emails through a maddy delivery target, so
-// that the admin's pipeline (DKIM signing, queue) applies.
-func submitVia(tgt module.DeliveryTarget) tlsrpt.SubmitFunc {
-	return func(ctx context.Context, from string, to []string, msg []byte) error {
-		br := bufio.NewReader(bytes.NewReader(msg))
-		hdr, err := textproto.ReadHeader(br)
-		if err != nil {
-			return fmt.Errorf("parsing the report email: %w", err)
-		}
-		var body bytes.Buffer
-		if _, err := body.ReadFrom(br); err != nil {
-			return err
-		}
-		var rnd [8]byte
-		_, _ = rand.Read(rnd[:])
-		meta := &module.MsgMetadata{
-			ID:              service.ReportMsgIDPrefix + hex.EncodeToString(rnd[:]),
-			OriginalFrom:    from,
-			DontTraceSender: true,
-			SMTPOpts:        smtp.MailOptions{Size: int64(len(msg))},
-		}
-		d, err := tgt.Start(ctx, meta, from)
-		if err != nil {
-			return err
-		}
-		for _, rcpt := range to {
-			if err := d.AddRcpt(ctx, rcpt, smtp.RcptOptions{}); err != nil {
-				_ = d.Abort(ctx)
-				return err
-			}
-		}
-		if err := d.Body(ctx, hdr, buffer.MemoryBuffer{Slice: body.Bytes()}); err != nil {
-			_ = d.Abort(ctx)
-			return err
-		}
-		return d.Commit(ctx)
-	}
 }

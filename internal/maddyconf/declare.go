@@ -3,15 +3,18 @@
 // directive loop that turns a maddy-free directive table
 // (internal/service) into config.Map callbacks, the tlsrpt block, the
 // mx_auth policy's per-message adapter and its SMTP errors (policy.go),
+// the report-email submitter (submit.go), the start-up self-check's probe
+// block and group inspection (probe.go),
 // and walks over the parsed configuration for the subcommands (the
 // self-check's view of the server, the TLS-RPT and received-report
 // stores).
 //
 // It uses only maddy APIs that are identical in both versions:
 // framework/config (config.Map, config.Node, config.NodeErr),
-// framework/cfgparser.Read, framework/exterrors, modconfig.DeliveryDirective
-// and, of framework/module, DeliveryMXAuthPolicy, the MX/TLS levels and
-// MsgMetadata. The root module compiles this package against maddy 0.8.2,
+// framework/cfgparser.Read, framework/exterrors, framework/buffer,
+// modconfig.DeliveryDirective
+// and, of framework/module, DeliveryMXAuthPolicy, Delivery, the MX/TLS
+// levels and MsgMetadata. The root module compiles this package against maddy 0.8.2,
 // the ports/maddy-0.9 module against 0.9.4. Keep it that way: anything
 // that differs between the versions (the module registry and interface,
 // containers, loggers, delivery targets, ReadGlobals) belongs to each

@@ -18,6 +18,7 @@ import (
 	"github.com/foxcpp/maddy/framework/container"
 	"github.com/foxcpp/maddy/framework/module"
 	"github.com/foxcpp/maddy/framework/module/modules"
+	"github.com/maddy-dane/daneguard/internal/maddyconf"
 )
 
 // maddy 0.9.4's mx_auth block (internal/target/remote/policy_group.go), like
@@ -97,34 +98,13 @@ func checkIntegration() (err error) {
 	if err != nil {
 		return fmt.Errorf("creating an mx_auth group: %w", err)
 	}
-	block := config.Node{
-		Name: "mx_auth",
-		File: "<daneguard self-check>",
-		Children: []config.Node{
-			{Name: "dane", File: "<daneguard self-check>", Line: 1, Children: []config.Node{}},
-		},
-	}
-	if err := grp.Configure(nil, config.NewMap(map[string]interface{}{}, block)); err != nil {
+	if err := grp.Configure(nil, maddyconf.ProbeBlock()); err != nil {
 		return fmt.Errorf("configuring an mx_auth group with a dane block: %w", err)
 	}
-	// PolicyGroup.L is the ordered list target.remote runs.
-	v := reflect.ValueOf(grp)
-	for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
-		v = v.Elem()
-	}
-	if v.Kind() != reflect.Struct {
-		return fmt.Errorf("mx_auth group is a %s, not a struct", v.Kind())
-	}
-	l := v.FieldByName("L")
-	if !l.IsValid() || l.Kind() != reflect.Slice {
-		return errors.New("mx_auth group has no policy list L; maddy's internals changed")
-	}
-	for i := 0; i < l.Len(); i++ {
-		if pol, ok := l.Index(i).Interface().(*Policy); ok && pol.probe {
-			return nil
-		}
-	}
-	return fmt.Errorf("mx_auth group keeps %d policies for a dane block, none of them this module", l.Len())
+	return maddyconf.GroupKeeps(grp, func(p any) bool {
+		pol, ok := p.(*Policy)
+		return ok && pol.probe
+	})
 }
 
 // maddy's own `mtasts` policy is replaced by a module that refuses to be

@@ -1,19 +1,11 @@
 package daneguard
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"maps"
 	"sync"
 	"sync/atomic"
 
-	"github.com/emersion/go-message/textproto"
-	"github.com/emersion/go-smtp"
-	"github.com/foxcpp/maddy/framework/buffer"
 	"github.com/foxcpp/maddy/framework/config"
 	modconfig "github.com/foxcpp/maddy/framework/config/module"
 	"github.com/foxcpp/maddy/framework/container"
@@ -101,7 +93,7 @@ func (p *Policy) Configure(inlineArgs []string, cfg *config.Map) error {
 		}
 		t, tgt, err := maddyconf.ParseTLSRPT(m, n, p.stateDir)
 		if tgt != nil {
-			submit = submitVia(tgt)
+			submit = maddyconf.SubmitVia(tgt.StartDelivery)
 		}
 		s.TLSRPT = t
 		return err
@@ -218,45 +210,6 @@ func (nopLog) DebugMsg(string, ...any)     {}
 func (nopLog) Debug() bool                 { return false }
 func (l nopLog) With(...any) service.Logger {
 	return l
-}
-
-// submitVia submits report emails through a maddy delivery target, so
-// that the admin's pipeline (DKIM signing, queue) applies.
-func submitVia(tgt module.DeliveryTarget) tlsrpt.SubmitFunc {
-	return func(ctx context.Context, from string, to []string, msg []byte) error {
-		br := bufio.NewReader(bytes.NewReader(msg))
-		hdr, err := textproto.ReadHeader(br)
-		if err != nil {
-			return fmt.Errorf("parsing the report email: %w", err)
-		}
-		var body bytes.Buffer
-		if _, err := body.ReadFrom(br); err != nil {
-			return err
-		}
-		var rnd [8]byte
-		_, _ = rand.Read(rnd[:])
-		meta := &module.MsgMetadata{
-			ID:              service.ReportMsgIDPrefix + hex.EncodeToString(rnd[:]),
-			OriginalFrom:    from,
-			DontTraceSender: true,
-			SMTPOpts:        smtp.MailOptions{Size: int64(len(msg))},
-		}
-		d, err := tgt.StartDelivery(ctx, meta, from)
-		if err != nil {
-			return err
-		}
-		for _, rcpt := range to {
-			if err := d.AddRcpt(ctx, rcpt, smtp.RcptOptions{}); err != nil {
-				_ = d.Abort(ctx)
-				return err
-			}
-		}
-		if err := d.Body(ctx, hdr, buffer.MemoryBuffer{Slice: body.Bytes()}); err != nil {
-			_ = d.Abort(ctx)
-			return err
-		}
-		return d.Commit(ctx)
-	}
 }
 
 // Configured policy instances, in the order maddy configured them, for
